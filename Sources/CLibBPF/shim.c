@@ -1,0 +1,197 @@
+#define _GNU_SOURCE
+#include "CLibBPF.h"
+
+#include <sched.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---- libbpf messages: kept in a small ring for error details. ---- */
+
+#define LOG_CAP 8192
+static char log_buf[LOG_CAP];
+static size_t log_len;
+static int log_level;
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void log_append(const char *msg, size_t n)
+{
+	if (n >= LOG_CAP) {
+		msg += n - (LOG_CAP - 1);
+		n = LOG_CAP - 1;
+	}
+	if (log_len + n >= LOG_CAP) {
+		size_t drop = log_len + n - (LOG_CAP - 1);
+		memmove(log_buf, log_buf + drop, log_len - drop);
+		log_len -= drop;
+	}
+	memcpy(log_buf + log_len, msg, n);
+	log_len += n;
+	log_buf[log_len] = '\0';
+}
+
+/* Why shimmed: libbpf's print callback is variadic (va_list). */
+static int print_fn(enum libbpf_print_level level, const char *fmt, va_list args)
+{
+	char line[1024];
+	va_list copy;
+	va_copy(copy, args);
+	int n = vsnprintf(line, sizeof(line), fmt, copy);
+	va_end(copy);
+	if (n < 0)
+		return 0;
+	if ((size_t)n >= sizeof(line))
+		n = sizeof(line) - 1;
+	pthread_mutex_lock(&log_lock);
+	log_append(line, (size_t)n);
+	pthread_mutex_unlock(&log_lock);
+	if ((level == LIBBPF_WARN && log_level >= 1) || log_level >= 2)
+		fputs(line, stderr);
+	return n;
+}
+
+void CLibBPF_set_log_level(int level)
+{
+	log_level = level;
+	libbpf_set_print(print_fn);
+}
+
+void CLibBPF_copy_log(char *buf, uint32_t size)
+{
+	if (size == 0)
+		return;
+	pthread_mutex_lock(&log_lock);
+	size_t n = log_len < size - 1 ? log_len : size - 1;
+	memcpy(buf, log_buf + (log_len - n), n);
+	buf[n] = '\0';
+	pthread_mutex_unlock(&log_lock);
+}
+
+void CLibBPF_clear_log(void)
+{
+	pthread_mutex_lock(&log_lock);
+	log_len = 0;
+	log_buf[0] = '\0';
+	pthread_mutex_unlock(&log_lock);
+}
+
+/* libbpf 1.x low-level calls return a negative errno; normalise the rare
+ * -1-with-errno case so callers see one convention. */
+static int neg_err(int ret)
+{
+	if (ret >= 0)
+		return ret;
+	if (ret == -1 && errno > 0)
+		return -errno;
+	return ret;
+}
+
+/* Why shimmed: bpf_obj_get_opts takes a LIBBPF_OPTS struct. */
+int CLibBPF_obj_get(const char *path, int read_only)
+{
+	LIBBPF_OPTS(bpf_obj_get_opts, opts, .file_flags = read_only ? BPF_F_RDONLY : 0);
+	return neg_err(bpf_obj_get_opts(path, &opts));
+}
+
+/* Why shimmed: batch calls take a LIBBPF_OPTS struct. */
+int CLibBPF_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values,
+			     uint32_t *count)
+{
+	LIBBPF_OPTS(bpf_map_batch_opts, opts);
+	return neg_err(bpf_map_lookup_batch(fd, in_batch, out_batch, keys, values, count, &opts));
+}
+
+int CLibBPF_map_update_batch(int fd, const void *keys, const void *values, uint32_t *count,
+			     uint64_t flags)
+{
+	LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = flags);
+	return neg_err(bpf_map_update_batch(fd, keys, values, count, &opts));
+}
+
+/* Why shimmed: bpf_prog_test_run_opts takes a LIBBPF_OPTS struct. */
+int CLibBPF_prog_test_run(int prog_fd, const void *data_in, uint32_t data_size, void *data_out,
+			  uint32_t *data_out_size, void *ctx_in, uint32_t ctx_size, int repeat,
+			  uint32_t *retval, uint32_t *duration_ns)
+{
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = data_in, .data_size_in = data_size,
+		    .data_out = data_out, .data_size_out = data_out_size ? *data_out_size : 0,
+		    .ctx_in = ctx_in, .ctx_size_in = ctx_size, .repeat = repeat);
+	int ret = neg_err(bpf_prog_test_run_opts(prog_fd, &opts));
+	if (ret < 0)
+		return ret;
+	if (data_out_size)
+		*data_out_size = opts.data_size_out;
+	*retval = opts.retval;
+	*duration_ns = opts.duration;
+	return 0;
+}
+
+/* Why shimmed: the bpf_tc_* API takes LIBBPF_OPTS structs. */
+int CLibBPF_tc_attach(int ifindex, int prog_fd, uint32_t *prog_id, int *created_qdisc)
+{
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = CTCTL_TC_HANDLE, .priority = CTCTL_TC_PRIORITY,
+		    .prog_fd = prog_fd, .flags = BPF_TC_F_REPLACE);
+
+	int ret = bpf_tc_hook_create(&hook);
+	if (ret == 0)
+		*created_qdisc = 1;
+	else if (ret == -EEXIST)
+		*created_qdisc = 0;
+	else
+		return neg_err(ret);
+	ret = neg_err(bpf_tc_attach(&hook, &opts));
+	if (ret < 0)
+		return ret;
+	*prog_id = opts.prog_id;
+	return 0;
+}
+
+int CLibBPF_tc_detach(int ifindex)
+{
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = CTCTL_TC_HANDLE, .priority = CTCTL_TC_PRIORITY);
+	return neg_err(bpf_tc_detach(&hook, &opts));
+}
+
+int CLibBPF_tc_query(int ifindex, uint32_t *prog_id)
+{
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = CTCTL_TC_HANDLE, .priority = CTCTL_TC_PRIORITY);
+	int ret = neg_err(bpf_tc_query(&hook, &opts));
+	if (ret < 0)
+		return ret;
+	*prog_id = opts.prog_id;
+	return 0;
+}
+
+/* Why shimmed: Swift has no atomics over a raw pointer without another package. */
+uint32_t CLibBPF_atomic_add_u32(uint32_t *ptr, uint32_t value)
+{
+	return __atomic_add_fetch(ptr, value, __ATOMIC_SEQ_CST);
+}
+
+uint32_t CLibBPF_atomic_load_u32(const uint32_t *ptr)
+{
+	return __atomic_load_n(ptr, __ATOMIC_SEQ_CST);
+}
+
+/* Why shimmed: setns() is declared only under _GNU_SOURCE, which Swift's Glibc lacks. */
+int CLibBPF_setns_net(int fd)
+{
+	return setns(fd, CLONE_NEWNET) == 0 ? 0 : -errno;
+}
+
+/* Why shimmed: statfs() (sys/vfs.h) is not exported by Swift's Glibc module. */
+int CLibBPF_is_bpffs(const char *path)
+{
+	struct statfs fs;
+	if (statfs(path, &fs) != 0)
+		return -errno;
+	return fs.f_type == BPF_FS_MAGIC ? 1 : 0;
+}
