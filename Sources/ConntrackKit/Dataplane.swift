@@ -1,0 +1,180 @@
+import CLibBPF
+import Glibc
+
+/// Idle timeouts by protocol, as the datapath applies them.
+public struct Timeouts: Sendable, Equatable {
+    public var udp: UInt64 = 60 * 1_000_000_000
+    public var tcp: UInt64 = 3600 * 1_000_000_000
+    public var tcpClosing: UInt64 = 30 * 1_000_000_000
+    public var other: UInt64 = 600 * 1_000_000_000
+
+    public init() {}
+
+    public static let names = ["udp", "tcp", "tcp-closing", "other"]
+
+    /// `udp=60s,tcp=1h,tcp-closing=30s,other=10m` (any subset) over the defaults.
+    public init(parsing text: String) throws(CtctlError) {
+        self.init()
+        for item in text.split(separator: ",") {
+            let kv = item.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2, let ns = DurationText.parseNanoseconds(kv[1]), ns > 0 else {
+                throw .usage("bad timeout '\(item)': write NAME=DURATION, e.g. udp=60s,tcp=1h (names: \(Timeouts.names.joined(separator: ", ")))")
+            }
+            switch kv[0] {
+            case "udp": udp = ns
+            case "tcp": tcp = ns
+            case "tcp-closing": tcpClosing = ns
+            case "other": other = ns
+            default:
+                throw .usage("unknown timeout '\(kv[0])': the names are \(Timeouts.names.joined(separator: ", "))")
+            }
+        }
+    }
+
+    init(_ c: ctctl_config) {
+        udp = c.timeout_ns.0
+        tcp = c.timeout_ns.1
+        tcpClosing = c.timeout_ns.2
+        other = c.timeout_ns.3
+    }
+
+    /// The timeout that applies to an entry of this protocol with these flags.
+    @inline(__always)
+    public func timeout(proto: UInt8, flags: UInt32) -> UInt64 {
+        switch proto {
+        case IPProto.udp.number: return udp
+        case IPProto.tcp.number:
+            return flags & (CTCTL_CT_F_FIN | CTCTL_CT_F_RST) != 0 ? tcpClosing : tcp
+        default: return other
+        }
+    }
+
+    public var byName: [(String, UInt64)] { [("udp", udp), ("tcp", tcp), ("tcp-closing", tcpClosing), ("other", other)] }
+}
+
+/// A loaded dataplane, opened from its pin directory with every layout checked.
+public final class Dataplane: @unchecked Sendable {
+    public let pinDir: PinDirectory
+    public let readOnly: Bool
+    public let ct: BPFMap
+    public let natFrontend: BPFMap
+    public let natBackend: BPFMap
+    public let counters: BPFMap
+    public let attachments: BPFMap
+    public let stateMap: BPFMap
+    public let config: ctctl_config
+    private var stateMapping: UnsafeMutablePointer<ctctl_state>?
+
+    /// Opens every map of the dataplane at `pinDir`. Read-only commands pass
+    /// `readOnly: true` and get read-only fds (BPF_F_RDONLY).
+    public init(_ pinDir: PinDirectory, readOnly: Bool) throws(CtctlError) {
+        try pinDir.requireLoaded()
+        self.pinDir = pinDir
+        self.readOnly = readOnly
+        let configMap = try BPFMap.open(pinDir.pin(CTCTL_PIN_CONFIG), spec: .config, readOnly: true)
+        let cfg: ctctl_config?
+        do { cfg = try configMap.lookup(UInt32(0), as: ctctl_config.self) } catch {
+            throw CtctlError.from(error, doing: "reading", path: configMap.path)
+        }
+        guard let cfg, cfg.magic == CTCTL_MAGIC else {
+            throw CtctlError(.badLayout, "\(configMap.path) is not a ctctl dataplane configuration: refusing to use \(pinDir.path)")
+        }
+        guard cfg.abi_version == CTCTL_ABI_VERSION else {
+            throw CtctlError(.badLayout,
+                             "\(pinDir.path) holds a dataplane with map ABI \(cfg.abi_version); this ctctl speaks ABI \(CTCTL_ABI_VERSION): use the ctctl that loaded it, or unload and load again")
+        }
+        config = cfg
+        ct = try BPFMap.open(pinDir.pin(CTCTL_PIN_CT), spec: .ct, readOnly: readOnly)
+        natFrontend = try BPFMap.open(pinDir.pin(CTCTL_PIN_NAT_FE), spec: .natFrontend, readOnly: readOnly)
+        natBackend = try BPFMap.open(pinDir.pin(CTCTL_PIN_NAT_BE), spec: .natBackend, readOnly: readOnly)
+        counters = try BPFMap.open(pinDir.pin(CTCTL_PIN_COUNTERS), spec: .counters, readOnly: true)
+        attachments = try BPFMap.open(pinDir.pin(CTCTL_PIN_ATTACH), spec: .attach, readOnly: readOnly)
+        stateMap = try BPFMap.open(pinDir.pin(CTCTL_PIN_STATE), spec: .state, readOnly: readOnly)
+    }
+
+    deinit {
+        if let stateMapping { munmap(stateMapping, Int(getpagesize())) }
+    }
+
+    public var timeouts: Timeouts { Timeouts(config) }
+    public var serviceEpochEnabled: Bool { config.flags & CTCTL_CFG_F_SERVICE_EPOCH != 0 }
+
+    /// The live state (.data), mapped once and shared with the datapath.
+    func state() throws(CtctlError) -> UnsafeMutablePointer<ctctl_state> {
+        if let stateMapping { return stateMapping }
+        do {
+            let p = try stateMap.mmapValues(length: Int(getpagesize())).bindMemory(to: ctctl_state.self, capacity: 1)
+            stateMapping = p
+            return p
+        } catch {
+            throw CtctlError.from(error, doing: "mapping", path: stateMap.path)
+        }
+    }
+
+    /// The live state. Writers read it from the shared mapping; read-only fds cannot be
+    /// mapped shared (the kernel clears VM_SHARED for them), so readers look it up.
+    func readState() throws(CtctlError) -> ctctl_state {
+        if !readOnly { return try state().pointee }
+        let s: ctctl_state?
+        do throws(Errno) { s = try stateMap.lookup(UInt32(0), as: ctctl_state.self) } catch {
+            throw CtctlError.from(error, doing: "reading", path: stateMap.path)
+        }
+        guard let s else { throw CtctlError(.badLayout, "\(stateMap.path) is empty: not a ctctl dataplane") }
+        return s
+    }
+
+    /// The global service epoch (for writers, one load from shared memory).
+    public func epoch() throws(CtctlError) -> UInt32 {
+        if readOnly { return try readState().epoch }
+        let s = try state()
+        return CLibBPF_atomic_load_u32(&s.pointee.epoch)
+    }
+
+    /// Adds one to the service epoch atomically; call after every frontend write.
+    @discardableResult
+    public func bumpEpoch() throws(CtctlError) -> UInt32 {
+        let s = try state()
+        return CLibBPF_atomic_add_u32(&s.pointee.epoch, 1)
+    }
+
+    public func loadedAt() throws(CtctlError) -> UInt64 { try readState().loaded_at }
+
+    /// The datapath counters, summed over CPUs.
+    public func counterTotals() throws(CtctlError) -> [UInt64] {
+        let ncpu = Int(libbpf_num_possible_cpus())
+        let buf = UnsafeMutablePointer<ctctl_counters>.allocate(capacity: max(ncpu, 1))
+        defer { buf.deallocate() }
+        var key: UInt32 = 0
+        do {
+            _ = try counters.lookup(&key, into: buf)
+        } catch {
+            throw CtctlError.from(error, doing: "reading", path: counters.path)
+        }
+        var totals = [UInt64](repeating: 0, count: Int(CTCTL_CNT_MAX.rawValue))
+        for cpu in 0..<ncpu {
+            withUnsafeBytes(of: &buf[cpu].c) { raw in
+                for i in 0..<totals.count {
+                    totals[i] &+= raw.load(fromByteOffset: i * 8, as: UInt64.self)
+                }
+            }
+        }
+        return totals
+    }
+
+    /// Re-checks that the maps are still pinned where they were opened: a heal pass
+    /// stops with a clear error when the dataplane was unloaded under it.
+    public func stillPinned() -> Bool {
+        var st = stat()
+        return stat(pinDir.pin(CTCTL_PIN_CT), &st) == 0 && stat(pinDir.pin(CTCTL_PIN_CONFIG), &st) == 0
+    }
+}
+
+/// Names of the datapath counters, in ABI order (docs/maps.md).
+public enum CounterNames {
+    public static let all: [String] = [
+        "packets", "ct_hit", "ct_miss", "nat_pair_created", "normal_created", "epoch_recheck",
+        "flow_converted", "flow_rebalanced", "flow_unnated", "expired_hit", "reply_hit",
+        "pass_not_ip", "pass_not_tcp_udp", "pass_fragment", "pass_ip_options", "pass_ipv6_ext",
+        "drop_malformed", "drop_no_backend", "drop_backend_missing", "drop_ct_write", "drop_rewrite",
+    ]
+}

@@ -1,0 +1,185 @@
+import CLibBPF
+import Glibc
+
+/// How `ctctl dataplane load` configures the datapath (set before load, then frozen).
+public struct LoadOptions: Sendable {
+    public var ctSize: UInt32 = CTCTL_CT_DEFAULT_ENTRIES
+    public var serviceEpoch = true
+    public var timeouts = Timeouts()
+
+    public init() {}
+}
+
+/// Finds, loads, pins and unpins the dataplane's BPF object.
+public enum Loader {
+    public static let objectName = "ctctl.bpf.o"
+    public static let objectEnvironment = "CTCTL_BPF_OBJECT"
+
+    /// Every pin a loaded dataplane has, and nothing else: unload removes exactly these.
+    static let mapPins: [(objectName: String, pin: String)] = [
+        ("ct", CTCTL_PIN_CT), ("nat_fe", CTCTL_PIN_NAT_FE), ("nat_be", CTCTL_PIN_NAT_BE),
+        ("counters", CTCTL_PIN_COUNTERS), ("attach", CTCTL_PIN_ATTACH), ("stage", CTCTL_PIN_STAGE),
+        (".rodata", CTCTL_PIN_CONFIG), (".data", CTCTL_PIN_STATE),
+    ]
+    static let progPins: [(objectName: String, pin: String)] = [
+        ("ctctl_tc", CTCTL_PIN_PROG_TC), ("ctctl_stage", CTCTL_PIN_PROG_STAGE),
+    ]
+    public static var allPins: [String] { mapPins.map(\.pin) + progPins.map(\.pin) }
+
+    /// The BPF object: $CTCTL_BPF_OBJECT, else beside the executable, else in
+    /// ../lib/ctctl/ relative to it (the installed layout). Never the source tree.
+    public static func findObject() throws(CtctlError) -> String {
+        if let env = getenv(objectEnvironment), env.pointee != 0 {
+            let p = String(cString: env)
+            guard access(p, R_OK) == 0 else {
+                throw CtctlError(.unavailable, "\(objectEnvironment)=\(p) is not a readable file")
+            }
+            return p
+        }
+        let exeDir = executableDirectory()
+        let candidates = [exeDir + "/" + objectName, exeDir + "/../lib/ctctl/" + objectName]
+        for c in candidates where access(c, R_OK) == 0 { return c }
+        throw CtctlError(.unavailable,
+                         "the dataplane object \(objectName) is not installed (looked in \(candidates.joined(separator: " and "))): run `make install`, or set \(objectEnvironment)")
+    }
+
+    static func executableDirectory() -> String {
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX))
+        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
+        guard n > 0 else { return "." }
+        let exe = String(decoding: buf[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let slash = exe.lastIndex(of: "/") else { return "." }
+        return String(exe[..<slash])
+    }
+
+    static func libbpfLogTail(_ limit: Int = 1500) -> String {
+        var buf = [CChar](repeating: 0, count: limit)
+        CLibBPF_copy_log(&buf, UInt32(limit))
+        let n = buf.firstIndex(of: 0) ?? buf.count
+        return String(decoding: buf[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Loads the object, configures it, pins every map and program under `pinDir`.
+    /// On any failure it removes what it pinned: a failed load changes nothing.
+    public static func load(_ pinDir: PinDirectory, options: LoadOptions, objectPath: String? = nil) throws(CtctlError) {
+        guard options.ctSize >= 1024 else {
+            throw .usage("--ct-size \(options.ctSize) is too small: at least 1024 entries")
+        }
+        try pinDir.ensureBPFFS()
+        if pinDir.exists {
+            var st = stat()
+            if stat(pinDir.pin(CTCTL_PIN_CONFIG), &st) == 0 {
+                throw CtctlError(.software,
+                                 "a dataplane is already loaded at \(pinDir.path): use it, or `ctctl dataplane unload --pin-dir \(pinDir.path)` first")
+            }
+            if let leftover = directoryEntries(pinDir.path).first {
+                throw CtctlError(.software,
+                                 "\(pinDir.path) is not empty (it holds '\(leftover)') and is not a ctctl dataplane: choose another --pin-dir")
+            }
+        }
+        let path = if let objectPath { objectPath } else { try findObject() }
+        CLibBPF_set_log_level(0)
+        CLibBPF_clear_log()
+        guard let obj = bpf_object__open_file(path, nil) else {
+            throw CtctlError(.software, "cannot open BPF object \(path): \(Errno(errno)) \(libbpfLogTail(300))")
+        }
+        defer { bpf_object__close(obj) }
+
+        guard let rodata = bpf_object__find_map_by_name(obj, ".rodata"),
+              let ct = bpf_object__find_map_by_name(obj, "ct") else {
+            throw CtctlError(.badLayout, "\(path) is not the ctctl dataplane object (no .rodata or ct map)")
+        }
+        var size = 0
+        guard bpf_map__initial_value(rodata, &size) != nil, size == MemoryLayout<ctctl_config>.size else {
+            throw CtctlError(.badLayout, "\(path) has a .rodata of \(size) bytes, expected \(MemoryLayout<ctctl_config>.size): rebuild it with this ctctl")
+        }
+        var cfg = ctctl_config()
+        cfg.magic = CTCTL_MAGIC
+        cfg.abi_version = CTCTL_ABI_VERSION
+        cfg.flags = options.serviceEpoch ? CTCTL_CFG_F_SERVICE_EPOCH : 0
+        cfg.timeout_ns = (options.timeouts.udp, options.timeouts.tcp, options.timeouts.tcpClosing, options.timeouts.other)
+        var ret = bpf_map__set_initial_value(rodata, &cfg, MemoryLayout<ctctl_config>.size)
+        if ret == 0 { ret = bpf_map__set_max_entries(ct, options.ctSize) }
+        if ret != 0 {
+            throw CtctlError(.software, "cannot configure \(path): \(Errno(-ret))")
+        }
+        ret = bpf_object__load(obj)
+        if ret != 0 {
+            let e = Errno(-ret)
+            if e.isPermission {
+                throw CtctlError(.noPermission, "permission denied loading the dataplane: \(CtctlError.privilegeHint)")
+            }
+            throw CtctlError(.software, "the kernel refused the dataplane (\(e)): \(libbpfLogTail())")
+        }
+
+        let created = mkdir(pinDir.path, 0o700) == 0
+        if !created && errno != EEXIST {
+            throw CtctlError.from(Errno(errno), doing: "creating pin directory", path: pinDir.path)
+        }
+        var pinned: [String] = []
+        do throws(CtctlError) {
+            for (name, pin) in mapPins {
+                guard let m = bpf_object__find_map_by_name(obj, name) else {
+                    throw CtctlError(.badLayout, "\(path) has no map '\(name)': rebuild it with this ctctl")
+                }
+                let p = pinDir.pin(pin)
+                let r = bpf_map__pin(m, p)
+                if r != 0 { throw CtctlError.from(Errno(-r), doing: "pinning", path: p) }
+                pinned.append(p)
+            }
+            for (name, pin) in progPins {
+                guard let prog = bpf_object__find_program_by_name(obj, name) else {
+                    throw CtctlError(.badLayout, "\(path) has no program '\(name)': rebuild it with this ctctl")
+                }
+                let p = pinDir.pin(pin)
+                let r = bpf_program__pin(prog, p)
+                if r != 0 { throw CtctlError.from(Errno(-r), doing: "pinning", path: p) }
+                pinned.append(p)
+            }
+            let dp = try Dataplane(pinDir, readOnly: false)
+            try dp.state().pointee.loaded_at = UInt64(time(nil))
+        } catch {
+            for p in pinned.reversed() { unlink(p) }
+            if created { rmdir(pinDir.path) }
+            throw error
+        }
+    }
+
+    static func directoryEntries(_ path: String) -> [String] {
+        guard let d = opendir(path) else { return [] }
+        defer { closedir(d) }
+        var names: [String] = []
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    /// Removes exactly the pins `load` made, then the directory. Refuses while the
+    /// datapath is still attached anywhere ctctl recorded.
+    public static func unload(_ pinDir: PinDirectory) throws(CtctlError) {
+        let dp = try Dataplane(pinDir, readOnly: false)
+        let lock = try WriterLock(pinDir)
+        let live = try Attachments.list(dp).filter { $0.state == .attached }
+        if !live.isEmpty {
+            let first = live[0]
+            throw CtctlError(.software,
+                             "the dataplane at \(pinDir.path) is still attached to \(live.map(\.place).joined(separator: ", ")): detach first (`ctctl dataplane detach \(first.ifname)\(first.netns.isEmpty ? "" : " --netns \(first.netns)")`)")
+        }
+        _ = lock
+        for pin in allPins {
+            let p = pinDir.pin(pin)
+            if unlink(p) != 0 && errno != ENOENT {
+                throw CtctlError.from(Errno(errno), doing: "unpinning", path: p)
+            }
+        }
+        if rmdir(pinDir.path) != 0 && errno != ENOENT {
+            let others = directoryEntries(pinDir.path)
+            throw CtctlError(.software,
+                             "unpinned the dataplane, but \(pinDir.path) still holds \(others.joined(separator: ", ")), which ctctl did not create: left in place")
+        }
+    }
+}

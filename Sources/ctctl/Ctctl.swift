@@ -1,0 +1,82 @@
+import ArgumentParser
+import ConntrackKit
+import Glibc
+
+public let ctctlVersion = "0.1.0"
+
+struct Ctctl: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ctctl",
+        abstract: "Inspect and repair the conntrack and service NAT maps of an eBPF dataplane.",
+        discussion: """
+            ctctl reads the dataplane's pinned BPF maps (conntrack, NAT frontends, NAT backends) \
+            and finds, explains and removes conntrack entries, above all the stale ones that keep \
+            a flow from reaching its service after the service was deleted and recreated.
+
+            EXAMPLES:
+              ctctl dataplane status
+              ctctl conntrack list --proto udp --dport 161
+              ctctl conntrack list --stale -o json | jq .
+              ctctl conntrack remove udp 198.19.0.10 198.18.0.2
+              ctctl heal --once
+
+            Every command takes --pin-dir DIR (or $CTCTL_PIN_DIR; default /sys/fs/bpf/ctctl).
+
+            \(ExitStatus.helpTable)
+            """,
+        version: "ctctl \(ctctlVersion) (map ABI \(mapABIVersion))",
+        subcommands: [DataplaneCommand.self]
+    )
+}
+
+/// A leaf command: parses its arguments (ArgumentParser), then does its work through
+/// ConntrackKit, writing to an injected console, and returns an exit status.
+protocol CtctlCommand: ParsableCommand {
+    func execute(_ console: Console) throws -> ExitStatus
+}
+
+extension CtctlCommand {
+    mutating func run() throws {
+        let console = Console.standard()
+        let status = try execute(console)
+        console.flush()
+        if status != .success { throw ExitCode(status.rawValue) }
+    }
+}
+
+enum CLI {
+    /// Runs one ctctl invocation in-process: the entry point for main and for tests.
+    static func run(_ arguments: [String], console: Console) -> Int32 {
+        defer { console.flush() }
+        do {
+            var command = try Ctctl.parseAsRoot(arguments)
+            if let leaf = command as? CtctlCommand {
+                return try leaf.execute(console).rawValue
+            }
+            // Groups and the built-in help command throw a help request, rendered below.
+            try command.run()
+            return ExitStatus.success.rawValue
+        } catch let error as CtctlError {
+            console.err.line("ctctl: error: \(error.message)")
+            return error.status.rawValue
+        } catch {
+            let code = Ctctl.exitCode(for: error)
+            let message = Ctctl.fullMessage(for: error)
+            if code == .success {
+                console.out.line(message)
+                return 0
+            }
+            // ArgumentParser reports validation errors with EX_USAGE (64).
+            console.err.line(message)
+            return code.rawValue == ExitCode.validationFailure.rawValue ? ExitStatus.usage.rawValue : code.rawValue
+        }
+    }
+}
+
+@main
+enum Main {
+    static func main() {
+        signal(SIGPIPE, SIG_IGN)
+        exit(CLI.run(Array(CommandLine.arguments.dropFirst()), console: Console.standard()))
+    }
+}
