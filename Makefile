@@ -1,0 +1,39 @@
+# ctctl: `make demo` runs the demo, `make test` runs every test (both do all set-up).
+SHELL := /bin/bash
+PREFIX ?= /usr/local
+CONFIG ?= debug
+CLANG ?= clang
+MULTIARCH := $(shell gcc -dumpmachine)
+BPF_OUT := .build/bpf
+BPF_OBJ := $(BPF_OUT)/ctctl.bpf.o
+BPF_SRC := bpf/ctctl.bpf.c $(wildcard bpf/lib/*.h) $(wildcard bpf/include/*.h)
+BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -Wall -Werror -I bpf/include -I bpf -I /usr/include/$(MULTIARCH)
+
+.PHONY: all deps bpf build test demo clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+$(BPF_OBJ): $(BPF_SRC)
+	@mkdir -p $(BPF_OUT)
+	$(CLANG) $(BPF_CFLAGS) -c bpf/ctctl.bpf.c -o $@
+
+bpf: deps $(BPF_OBJ)
+
+# The binary finds its BPF object beside itself (or in ../lib/ctctl when installed).
+build: bpf
+	swift build -c $(CONFIG)
+	cp $(BPF_OBJ) "$$(swift build -c $(CONFIG) --show-bin-path)/"
+
+test: bpf
+	swift build --build-tests
+	cp $(BPF_OBJ) "$$(swift build --show-bin-path)/"
+	swift test --skip-build
+
+demo: build
+	"$$(swift build -c $(CONFIG) --show-bin-path)/ctctl-demo"
+
+clean:
+	rm -rf .build

@@ -1,0 +1,43 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "ctctl",
+    products: [
+        .executable(name: "ctctl", targets: ["ctctl"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // The C boundary: libbpf calls Swift cannot make directly, and the map ABI
+        // header (a link to bpf/include/ctctl_abi.h, shared with the BPF objects).
+        .target(
+            name: "CLibBPF",
+            linkerSettings: [.linkedLibrary("bpf"), .linkedLibrary("elf"), .linkedLibrary("z")]
+        ),
+        // The library: maps, entries, filters, staleness rules, heal, formatting.
+        .target(
+            name: "ConntrackKit",
+            dependencies: [
+                "CLibBPF",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The command line: one file per subcommand, thin.
+        .executableTarget(
+            name: "ctctl",
+            dependencies: [
+                "ConntrackKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // Test hosts in network namespaces, shared by the kernel tests and the demo.
+        .target(name: "NetLab", dependencies: ["ConntrackKit"]),
+        // `make demo`: the incident, end to end, on real kernel networking.
+        .executableTarget(name: "ctctl-demo", dependencies: ["ConntrackKit", "NetLab"]),
+        .testTarget(name: "ConntrackKitTests", dependencies: ["ConntrackKit", "ctctl"]),
+        .testTarget(name: "KernelTests", dependencies: ["ConntrackKit", "ctctl", "CLibBPF", "NetLab"]),
+    ]
+)
