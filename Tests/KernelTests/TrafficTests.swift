@@ -1,0 +1,63 @@
+import ConntrackKit
+import NetLab
+import Testing
+
+@Suite("real traffic between network namespaces")
+struct TrafficTests {
+    @Test("UDP from a fixed source port reaches a backend through the VIP and replies come back from the VIP",
+          arguments: [false, true], [true, false])
+    func udpThroughVIP(v6: Bool, partialChecksums: Bool) throws {
+        let topo = try Topology(v6 ? "udp6" : "udp4", partialChecksums: partialChecksums)
+        defer { topo.cleanup() }
+        try withDataplane("traffic") { t in
+            let lock = try t.lock()
+            for (ifname, ns) in [("nc", topo.node), ("nb1", topo.node), ("nb2", topo.node)] {
+                try Attachments.attach(t.dp, ifname: ifname, netns: ns, lock: lock)
+            }
+            #expect(try Attachments.list(t.dp).map(\.state) == [.attached, .attached, .attached])
+
+            let clientAddr = v6 ? "[\(Topology.clientV6)]" : Topology.clientV4
+            let vip = Endpoint((v6 ? "[\(Topology.vipV6)]" : Topology.vipV4) + ":161")!
+            let backend = Endpoint((v6 ? "[\(Topology.backendV6[0])]" : Topology.backendV4[0]) + ":1161")!
+            try Services.set(t.dp, ServiceRef(vip: vip, proto: .udp), backends: [backend], lock: lock)
+
+            let any = v6 ? "[::]:1161" : "0.0.0.0:1161"
+            let server = try UDPSocket(netns: topo.backend1, bind: Endpoint(any)!)
+            let client = try UDPSocket(netns: topo.client, bind: Endpoint(clientAddr + ":40000")!)
+
+            for i in 0..<5 {
+                let msg = Array("poll-\(i)".utf8)
+                try client.send(msg, to: vip)
+                let got = try #require(server.receive(timeoutMs: 2000), "datagram \(i) reached the backend")
+                #expect(got.payload == msg)
+                #expect(got.from == Endpoint(clientAddr + ":40000")!, "the client's address and port are kept")
+                try server.send(Array("ack-\(i)".utf8), to: got.from)
+                let reply = try #require(client.receive(timeoutMs: 2000), "reply \(i) came back")
+                #expect(reply.from == vip, "the reply comes from the VIP, not the backend")
+                #expect(reply.payload == Array("ack-\(i)".utf8))
+            }
+            #expect(try t.counter("nat_pair_created") == 1)
+            #expect(try t.counter("ct_hit") == 9)
+            #expect(try t.counter("drop_rewrite") == 0)
+            for ns in [topo.client, topo.backend1] {
+                #expect(try udpChecksumErrors(ns) == 0, "checksum errors in \(ns)")
+            }
+        }
+    }
+}
+
+/// UDP datagrams a namespace's stack dropped for a bad checksum (IPv4 and IPv6).
+func udpChecksumErrors(_ ns: String) throws -> Int {
+    var total = 0
+    for file in ["/proc/net/snmp", "/proc/net/snmp6"] {
+        let text = try sh(["ip", "netns", "exec", ns, "cat", file])
+        let lines = text.split(separator: "\n").map { $0.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init) }
+        if file.hasSuffix("6") {
+            for l in lines where l.first == "Udp6InCsumErrors" { total += Int(l[1]) ?? 0 }
+        } else if let header = lines.first(where: { $0.first == "Udp:" && $0.contains("InCsumErrors") }),
+                  let values = lines.last(where: { $0.first == "Udp:" }), let i = header.firstIndex(of: "InCsumErrors") {
+            total += Int(values[i]) ?? 0
+        }
+    }
+    return total
+}
