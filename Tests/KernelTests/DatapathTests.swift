@@ -125,6 +125,7 @@ struct DatapathTests {
             let normal = try #require(try t.entry(p.proto, p.client, p.host))
             let idle = (p.proto == .udp ? 3 : 5) * UInt64(1_000_000_000)
             try t.rewrite(p.proto, p.client, p.vip) { $0.last_seen_ns -= idle }
+            try t.rewrite(p.proto, p.backend1, p.client) { $0.last_seen_ns -= idle }
             try t.rewrite(p.proto, p.client, p.host) { $0.last_seen_ns -= idle }
 
             let pkt = p.packet(p.client, p.vip)
@@ -134,6 +135,31 @@ struct DatapathTests {
             #expect(try t.entry(p.proto, p.backend1, p.client)!.createdNs > fwd.createdNs)
             #expect(try t.entry(p.proto, p.client, p.host)!.createdNs > normal.createdNs)
             #expect(try t.counter("expired_hit") == 2)
+        }
+    }
+
+    @Test("a NAT pair expires as one flow: a late reply to a one-way flow is still translated", arguments: Plan.all)
+    func pairExpiresAsOne(_ p: Plan) throws {
+        try withDataplane("oneway", options: DatapathTests.shortTimeouts) { t in
+            try t.setService(p.service, [p.backend1])
+            let pkt = p.packet(p.client, p.vip)
+            _ = try t.run(pkt)
+            // the client keeps sending; no reply for longer than the timeout
+            let idle = (p.proto == .udp ? 3 : 5) * UInt64(1_000_000_000)
+            try t.rewrite(p.proto, p.backend1, p.client) { $0.last_seen_ns -= idle }
+            let created = try #require(try t.entry(p.proto, p.client, p.vip)).createdNs
+            try expectFrame(try t.run(pkt), src: p.ep(p.client), dst: p.ep(p.backend1), payloadFrom: pkt)
+            let reply = p.packet(p.backend1, p.client)
+            try expectFrame(try t.run(reply), src: p.ep(p.vip), dst: p.ep(p.client), payloadFrom: reply)
+            #expect(try t.entry(p.proto, p.backend1, p.client)?.type == .natReverse)
+            #expect(try t.entry(p.proto, p.client, p.vip)?.createdNs == created, "the pair lives on")
+            #expect(try t.counter("expired_hit") == 0)
+            // the other way round: only replies for a while, then the client sends again
+            try t.rewrite(p.proto, p.client, p.vip) { $0.last_seen_ns -= idle }
+            _ = try t.run(reply)
+            try expectFrame(try t.run(pkt), src: p.ep(p.client), dst: p.ep(p.backend1), payloadFrom: pkt)
+            #expect(try t.entry(p.proto, p.client, p.vip)?.createdNs == created)
+            #expect(try t.counter("expired_hit") == 0)
         }
     }
 

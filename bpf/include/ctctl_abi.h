@@ -255,13 +255,14 @@ enum ctctl_stage_op {
 #define CTCTL_STAGE_R_PARTNER_DELETED 0x20u /* partner deleted with it */
 
 struct ctctl_stage_slot {
-	struct ctctl_ct_key key; /* in */
-	__u64 created_ns;        /* in: identity seen by the scan */
-	__u8 type;               /* in: identity seen by the scan */
-	__u8 result;             /* out: CTCTL_STAGE_R_* */
+	struct ctctl_ct_key key;     /* in */
+	__u64 created_ns;            /* in: identity seen by the scan */
+	__u64 partner_last_seen_ns;  /* out (probe): the partner's last_seen_ns, if R_PARTNER_OK */
+	__u8 type;                   /* in: identity seen by the scan */
+	__u8 result;                 /* out: CTCTL_STAGE_R_* */
 	__u8 pad[6];
 };
-_Static_assert(sizeof(struct ctctl_stage_slot) == 56, "ctctl_stage_slot is 56 bytes");
+_Static_assert(sizeof(struct ctctl_stage_slot) == 64, "ctctl_stage_slot is 64 bytes");
 
 /* Context of prog_stage (BPF_PROG_TEST_RUN ctx_in; copied back on return). */
 struct ctctl_stage_ctx {

@@ -44,6 +44,20 @@ static __always_inline int ctctl_expired(const struct ctctl_ct_value *v, __u8 pr
 	return now > last && now - last > ctctl_timeout_ns(v, proto);
 }
 
+/* A NAT pair is one flow: its halves are refreshed by different packets (the
+ * forward half by the client, the reverse half by replies), so an idle half is
+ * not expired while the other half of the same pair is fresh. Checked only on
+ * the (rare) expired path. */
+static __always_inline int ctctl_partner_fresh(const struct ctctl_ct_key *key,
+					       const struct ctctl_ct_value *v, __u64 now)
+{
+	struct ctctl_ct_key partner = v->partner;
+	struct ctctl_ct_value *pv = bpf_map_lookup_elem(&ct, &partner);
+
+	return pv && pv->created_ns == v->created_ns && ctctl_key_eq(&pv->partner, key) &&
+	       !ctctl_expired(pv, key->proto, now);
+}
+
 /* Account a packet to an entry. Stats are atomic; last_seen is a plain store. */
 static __always_inline void ctctl_touch(struct ctctl_ct_value *v, const struct ctctl_pkt *p, __u32 len,
 					__u64 now, __u32 extra_flags)

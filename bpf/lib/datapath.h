@@ -145,7 +145,8 @@ static __always_inline int ctctl_handle(struct __sk_buff *skb)
 	struct ctctl_ct_value *v = bpf_map_lookup_elem(&ct, &p.key);
 
 	if (v) {
-		if (ctctl_expired(v, p.key.proto, now)) {
+		if (ctctl_expired(v, p.key.proto, now) &&
+		    !(v->type != CTCTL_CT_NORMAL && ctctl_partner_fresh(&p.key, v, now))) {
 			cnt->c[CTCTL_CNT_EXPIRED_HIT]++;
 			if (v->type == CTCTL_CT_NAT_FWD) {
 				struct ctctl_ct_key partner = v->partner;

@@ -46,8 +46,10 @@ static long ctctl_stage_one(__u32 i, void *data)
 			partner_ok = pv && pv->created_ns == s->created_ns &&
 				     pv->type == ctctl_partner_type(s->type) &&
 				     ctctl_key_eq(&pv->partner, &s->key);
-			if (partner_ok)
+			if (partner_ok) {
 				r |= CTCTL_STAGE_R_PARTNER_OK;
+				s->partner_last_seen_ns = pv->last_seen_ns;
+			}
 		}
 		if (lc->op == CTCTL_STAGE_OP_DELETE) {
 			if (bpf_map_delete_elem(&ct, &s->key) == 0) {
