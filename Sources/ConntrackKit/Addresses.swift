@@ -55,20 +55,11 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
         let all = (0..<16).map { i in UInt8(truncatingIfNeeded: (i < 8 ? hi : lo) >> UInt64(56 - 8 * (i % 8))) }
         return family == .v4 ? Array(all[0..<4]) : all
     }
-    var v4: UInt32 { UInt32(truncatingIfNeeded: hi >> 32) }
 
     public var description: String {
-        if family == .v4 {
-            let v = v4
-            return "\(v >> 24).\((v >> 16) & 0xff).\((v >> 8) & 0xff).\(v & 0xff)"
-        }
-        var buf = (hi.bigEndian, lo.bigEndian)
-        var out = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
-        withUnsafeBytes(of: &buf) { raw in
-            _ = inet_ntop(AF_INET6, raw.baseAddress, &out, socklen_t(out.count))
-        }
-        let n = out.firstIndex(of: 0) ?? out.count
-        return String(decoding: out[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        var w = ByteWriter(stream: nil, chunk: 64)
+        w.address(self)
+        return w.string
     }
 }
 
@@ -137,7 +128,9 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String {
-        address.family == .v6 ? "[\(address)]:\(port)" : "\(address):\(port)"
+        var w = ByteWriter(stream: nil, chunk: 64)
+        w.endpoint(address, port)
+        return w.string
     }
 }
 

@@ -15,12 +15,8 @@ public struct Service: Sendable {
 /// The control plane of the reference dataplane: what `ctctl service` does, and what
 /// tests use to stage incidents. Every write requires the writers' lock.
 public enum Services {
-    /// Creates or replaces a service. A packet never sees a frontend whose backends are
-    /// not all written: backends before the frontend when growing, the frontend first
-    /// when shrinking. Then the epoch is bumped. Conntrack is not touched.
-    /// Returns true if the service was created, false if replaced.
-    @discardableResult
-    public static func set(_ dp: Dataplane, _ ref: ServiceRef, backends: [Endpoint], lock: WriterLock) throws(CtctlError) -> Bool {
+    /// Checks a service definition without touching any map (bad input exits 64 first).
+    public static func validate(_ ref: ServiceRef, backends: [Endpoint]) throws(CtctlError) {
         guard backends.count <= Int(CTCTL_MAX_BACKENDS) else {
             throw .usage("\(backends.count) backends for \(ref): at most \(CTCTL_MAX_BACKENDS) a service")
         }
@@ -30,6 +26,15 @@ public enum Services {
         if Set(backends).count != backends.count {
             throw .usage("a backend is listed twice for \(ref)")
         }
+    }
+
+    /// Creates or replaces a service. A packet never sees a frontend whose backends are
+    /// not all written: backends before the frontend when growing, the frontend first
+    /// when shrinking. Then the epoch is bumped. Conntrack is not touched.
+    /// Returns true if the service was created, false if replaced.
+    @discardableResult
+    public static func set(_ dp: Dataplane, _ ref: ServiceRef, backends: [Endpoint], lock: WriterLock) throws(CtctlError) -> Bool {
+        try validate(ref, backends: backends)
         let fk = ref.frontendKey
         let existing: ctctl_fe_value?
         do throws(Errno) { existing = try dp.natFrontend.lookup(fk, as: ctctl_fe_value.self) } catch {

@@ -41,3 +41,71 @@ enum Parse {
         return s
     }
 }
+
+/// The filters of `conntrack list` (and `heal`). They combine; source and destination
+/// always mean the original direction of the flow (client -> service).
+struct FilterOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Protocol: udp, tcp, or a number.", valueName: "proto")) var proto: String?
+    @Option(help: ArgumentHelp("Original source address or CIDR.", valueName: "cidr")) var src: String?
+    @Option(help: ArgumentHelp("Original destination address or CIDR (for NAT flows: the VIP).", valueName: "cidr")) var dst: String?
+    @Option(help: ArgumentHelp("Original source port.", valueName: "port")) var sport: String?
+    @Option(help: ArgumentHelp("Original destination port (for NAT flows: the service port).", valueName: "port")) var dport: String?
+    @Option(help: ArgumentHelp("Entry type: normal, nat-fwd or nat-rev.", valueName: "type")) var type: String?
+    @Option(help: ArgumentHelp("Entries of a service, and normal entries addressed to it: VIP:PORT/PROTO.", valueName: "service")) var service: String?
+    @Option(help: ArgumentHelp("Address family: 4 or 6.", valueName: "4|6")) var family: String?
+
+    func filter() throws -> ConntrackFilter {
+        var f = ConntrackFilter()
+        if let proto { f.proto = try Parse.proto(proto) }
+        if let src { f.source = try Parse.network(src, what: "--src") }
+        if let dst { f.destination = try Parse.network(dst, what: "--dst") }
+        if let sport { f.sourcePort = try Parse.port(sport, what: "--sport") }
+        if let dport { f.destinationPort = try Parse.port(dport, what: "--dport") }
+        if let type {
+            guard let t = EntryType(name: type) else { throw ValidationError("bad --type '\(type)': write normal, nat-fwd or nat-rev") }
+            f.type = t
+        }
+        if let service { f.service = try Parse.service(service) }
+        if let family {
+            switch family {
+            case "4": f.family = .v4
+            case "6": f.family = .v6
+            default: throw ValidationError("bad --family '\(family)': write 4 or 6")
+            }
+        }
+        if let fam = f.family, let n = f.source ?? f.destination, n.address.family != fam {
+            throw ValidationError("--family \(fam.rawValue) contradicts the address \(n.address)")
+        }
+        if let s = f.source, let d = f.destination, s.address.family != d.address.family {
+            throw ValidationError("--src \(s) and --dst \(d) are of different address families")
+        }
+        return f
+    }
+}
+
+/// -o for commands that print entries.
+struct EntryOutputOptions: ParsableArguments {
+    @Option(name: .shortAndLong, help: "Output format: table, wide (every field) or json.") var output: OutputFormat = .table
+
+    var mode: EntryPrinter.Mode {
+        switch output {
+        case .table: return .table(wide: false)
+        case .wide: return .table(wide: true)
+        case .json: return .json
+        }
+    }
+}
+
+extension Parse {
+    static func network(_ text: String, what: String) throws -> IPNetwork {
+        guard let n = IPNetwork(text) else {
+            throw ValidationError("bad \(what) '\(text)': write an address or a CIDR, e.g. 198.18.0.0/15 or 2001:db8::/32")
+        }
+        return n
+    }
+
+    static func port(_ text: String, what: String) throws -> UInt16 {
+        guard let p = Port.parse(text) else { throw ValidationError("bad \(what) '\(text)': a port is a number 0-65535") }
+        return p
+    }
+}

@@ -1,0 +1,180 @@
+/// Appends ASCII and JSON into a byte buffer and hands it to a stream in large chunks:
+/// the streaming formatters write a million entries without building a String each.
+public struct ByteWriter {
+    public private(set) var bytes: [UInt8] = []
+    let stream: TextStream?
+    let chunk: Int
+
+    public init(stream: TextStream?, chunk: Int = 1 << 16) {
+        self.stream = stream
+        self.chunk = chunk
+        bytes.reserveCapacity(chunk + 1024)
+    }
+
+    /// Passes a full buffer on to the stream (the caller calls this between entries).
+    @inline(__always)
+    public mutating func flushIfFull() {
+        if bytes.count >= chunk { flush() }
+    }
+
+    public mutating func flush() {
+        guard let stream, !bytes.isEmpty else { return }
+        bytes.withUnsafeBytes { stream.write(bytes: $0) }
+        bytes.removeAll(keepingCapacity: true)
+    }
+
+    public var string: String { String(decoding: bytes, as: UTF8.self) }
+
+    @inline(__always) public mutating func byte(_ b: UInt8) { bytes.append(b) }
+
+    @inline(__always)
+    public mutating func ascii(_ s: StaticString) {
+        s.withUTF8Buffer { bytes.append(contentsOf: $0) }
+    }
+
+    public mutating func text(_ s: String) { bytes.append(contentsOf: s.utf8) }
+
+    public mutating func append(_ b: [UInt8]) { bytes.append(contentsOf: b) }
+
+    public mutating func spaces(_ n: Int) {
+        if n > 0 { bytes.append(contentsOf: repeatElement(UInt8(ascii: " "), count: n)) }
+    }
+
+    @inline(__always)
+    public mutating func decimal(_ v: UInt64) {
+        if v < 10 {
+            bytes.append(UInt8(truncatingIfNeeded: v) &+ 48)
+            return
+        }
+        var tmp: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes of scratch for up to 20 digits
+        var v = v
+        var n = 0
+        withUnsafeMutableBytes(of: &tmp) { buf in
+            while v > 0 {
+                buf[23 - n] = UInt8(truncatingIfNeeded: v % 10) &+ 48
+                v /= 10
+                n += 1
+            }
+            bytes.append(contentsOf: buf[(24 - n)...])
+        }
+    }
+
+    @inline(__always) public mutating func decimal(_ v: Int) { decimal(UInt64(v)) }
+    @inline(__always) public mutating func decimal(_ v: UInt16) { decimal(UInt64(v)) }
+    @inline(__always) public mutating func decimal(_ v: UInt32) { decimal(UInt64(v)) }
+
+    static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+
+    mutating func hex16(_ v: UInt16) {
+        var started = false
+        for shift in stride(from: 12, through: 0, by: -4) {
+            let d = Int((v >> UInt16(shift)) & 0xf)
+            if d != 0 || started || shift == 0 {
+                bytes.append(ByteWriter.hexDigits[d])
+                started = true
+            }
+        }
+    }
+
+    mutating func ipv4(_ v: UInt32) {
+        decimal(UInt64(v >> 24))
+        byte(46)
+        decimal(UInt64((v >> 16) & 0xff))
+        byte(46)
+        decimal(UInt64((v >> 8) & 0xff))
+        byte(46)
+        decimal(UInt64(v & 0xff))
+    }
+
+    /// RFC 5952 text, as inet_ntop writes it (IPv4-mapped and -compatible forms included).
+    public mutating func address(_ a: IPAddress) {
+        if a.family == .v4 {
+            ipv4(UInt32(truncatingIfNeeded: a.hi >> 32))
+            return
+        }
+        var groups: (UInt16, UInt16, UInt16, UInt16, UInt16, UInt16, UInt16, UInt16) = (0, 0, 0, 0, 0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &groups) { raw in
+            let g = raw.bindMemory(to: UInt16.self)
+            for i in 0..<8 { g[i] = UInt16(truncatingIfNeeded: (i < 4 ? a.hi : a.lo) >> UInt64(48 - 16 * (i % 4))) }
+        }
+        withUnsafeBytes(of: &groups) { raw in
+            let g = raw.bindMemory(to: UInt16.self)
+            // the longest run of zero groups (the first of equals), if at least two long
+            var bestStart = -1, bestLen = 0, i = 0
+            while i < 8 {
+                guard g[i] == 0 else {
+                    i += 1
+                    continue
+                }
+                var j = i
+                while j < 8 && g[j] == 0 { j += 1 }
+                if j - i > bestLen {
+                    bestStart = i
+                    bestLen = j - i
+                }
+                i = j
+            }
+            if bestLen < 2 { bestStart = -1 }
+            // IPv4-compatible (::a.b.c.d) and IPv4-mapped (::ffff:a.b.c.d), as glibc prints them
+            if bestStart == 0 && (bestLen == 6 || (bestLen == 5 && g[5] == 0xffff)) {
+                ascii(bestLen == 5 ? "::ffff:" : "::")
+                ipv4(UInt32(truncatingIfNeeded: a.lo))
+                return
+            }
+            i = 0
+            while i < 8 {
+                if i == bestStart {
+                    ascii("::")
+                    i += bestLen
+                    continue
+                }
+                if i > 0 && i != bestStart + bestLen { byte(58) }
+                hex16(g[i])
+                i += 1
+            }
+        }
+    }
+
+    public mutating func endpoint(_ a: IPAddress, _ port: UInt16) {
+        if a.family == .v6 { byte(91) }
+        address(a)
+        if a.family == .v6 { byte(93) }
+        byte(58)
+        decimal(port)
+    }
+
+    public mutating func proto(_ p: UInt8) {
+        switch p {
+        case 6: ascii("tcp")
+        case 17: ascii("udp")
+        default: decimal(UInt64(p))
+        }
+    }
+
+    /// A JSON string (quotes and escapes included).
+    public mutating func jsonString(_ s: String) {
+        byte(34)
+        for b in s.utf8 {
+            switch b {
+            case 34: ascii("\\\"")
+            case 92: ascii("\\\\")
+            case 10: ascii("\\n")
+            case 13: ascii("\\r")
+            case 9: ascii("\\t")
+            case 0..<32:
+                ascii("\\u00")
+                bytes.append(ByteWriter.hexDigits[Int(b >> 4)])
+                bytes.append(ByteWriter.hexDigits[Int(b & 0xf)])
+            default: bytes.append(b)
+            }
+        }
+        byte(34)
+    }
+
+    @inline(__always)
+    public mutating func jsonAddress(_ a: IPAddress) {
+        byte(34)
+        address(a)
+        byte(34)
+    }
+}

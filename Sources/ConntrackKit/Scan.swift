@@ -1,0 +1,227 @@
+import CLibBPF
+
+/// Copies of up to one stage of entries, kept across a kernel round trip (a partner
+/// probe or a delete), so they can still be printed afterwards.
+final class EntryBuffer {
+    let capacity: Int
+    let keys: UnsafeMutablePointer<ctctl_ct_key>
+    let values: UnsafeMutablePointer<ctctl_ct_value>
+    var reasons: [StaleReason?]
+    private(set) var count = 0
+
+    init(capacity: Int = Stager.capacity) {
+        self.capacity = capacity
+        keys = .allocate(capacity: capacity)
+        values = .allocate(capacity: capacity)
+        reasons = Array(repeating: nil, count: capacity)
+    }
+
+    deinit {
+        keys.deallocate()
+        values.deallocate()
+    }
+
+    var isFull: Bool { count == capacity }
+
+    func append(_ e: EntryView, _ reason: StaleReason?) {
+        keys[count] = e.key.pointee
+        values[count] = e.value.pointee
+        reasons[count] = reason
+        count += 1
+    }
+
+    func view(_ i: Int) -> EntryView { EntryView(keys + i, values + i) }
+
+    func stage(into stager: Stager) {
+        stager.reset()
+        for i in 0..<count { stager.add(view(i)) }
+    }
+
+    func clear() { count = 0 }
+}
+
+/// What a scan saw.
+public struct ScanTotals: Sendable {
+    public var scanned = 0
+    public var matched = 0
+    public var byReason: [StaleReason: Int] = [:]
+}
+
+/// Streams the conntrack map once: filters every entry, and, with a judge, keeps only
+/// the stale ones and names why. Entries whose verdict needs their partner are checked
+/// in the kernel in batches (prog_stage, probe), so memory stays at one map batch and
+/// one stage whatever the map size.
+public final class EntryScan {
+    let dp: Dataplane
+    let filter: ConntrackFilter
+    let judge: StaleJudge?
+    let stager: Stager?
+    let pending = EntryBuffer()
+    /// Checked between batches: true stops the scan there (heal on SIGINT/SIGTERM).
+    public var shouldStop: () -> Bool = { false }
+    public private(set) var totals = ScanTotals()
+    public private(set) var stopped = false
+
+    /// A plain listing: every entry the filter matches.
+    public init(_ dp: Dataplane, filter: ConntrackFilter) {
+        self.dp = dp
+        self.filter = filter
+        judge = nil
+        stager = nil
+    }
+
+    /// Stale entries only, judged by `judge`; the stager runs the partner checks.
+    public init(_ dp: Dataplane, filter: ConntrackFilter, judge: StaleJudge, stager: Stager) {
+        self.dp = dp
+        self.filter = filter
+        self.judge = judge
+        self.stager = stager
+    }
+
+    public func run(_ emit: (EntryView, StaleReason?) throws -> Void) throws {
+        try Conntrack.scan(dp) { keys, values, n in
+            for i in 0..<n {
+                let e = EntryView(keys + i, values + i)
+                guard filter.matches(e) else { continue }
+                try consider(e, emit)
+            }
+            totals.scanned += n
+            try checkPinned()
+            if shouldStop() {
+                stopped = true
+                return false
+            }
+            return true
+        }
+        try finishProbes(emit)
+    }
+
+    /// One matched entry: emitted as is (a plain listing), or judged.
+    @inline(__always)
+    func consider(_ e: EntryView, _ emit: (EntryView, StaleReason?) throws -> Void) throws {
+        guard let judge else {
+            totals.matched += 1
+            try emit(e, nil)
+            return
+        }
+        switch judge.judge(e) {
+        case .fresh: break
+        case .stale(let reason): try found(e, reason, emit)
+        case .checkPartner:
+            pending.append(e, nil)
+            if pending.isFull { try probe(emit) }
+        }
+    }
+
+    func finishProbes(_ emit: (EntryView, StaleReason?) throws -> Void) throws {
+        if judge != nil { try probe(emit) }
+    }
+
+    private func found(_ e: EntryView, _ reason: StaleReason, _ emit: (EntryView, StaleReason?) throws -> Void) throws {
+        totals.matched += 1
+        totals.byReason[reason, default: 0] += 1
+        try emit(e, reason)
+    }
+
+    /// Asks the kernel about each pending entry's partner: a half pair (partner gone or
+    /// no longer pointing back) past the grace period is stale; so is a pair whose two
+    /// halves are both idle.
+    private func probe(_ emit: (EntryView, StaleReason?) throws -> Void) throws {
+        guard let stager, let judge, pending.count > 0 else { return }
+        pending.stage(into: stager)
+        try stager.run(CTCTL_STAGE_OP_PROBE)
+        for i in 0..<pending.count {
+            let r = stager.result(i)
+            guard r.stageMatched else { continue }  // changed or gone since the read: not judged
+            let e = pending.view(i)
+            let timeout = judge.timeouts.timeout(proto: e.proto, flags: e.flags)
+            let idle = { (last: UInt64) in judge.now > last && judge.now - last > timeout }
+            if r.stagePartnerOK {
+                if idle(e.lastSeenNs) && idle(stager.partnerLastSeen(i)) { try found(e, .expired, emit) }
+            } else if judge.now > e.createdNs && judge.now - e.createdNs > judge.graceNs {
+                try found(e, .halfPair, emit)
+            } else if idle(e.lastSeenNs) {
+                try found(e, .expired, emit)
+            }
+        }
+        pending.clear()
+        stager.reset()
+    }
+
+    func checkPinned() throws {
+        if !dp.stillPinned() {
+            throw CtctlError(.unavailable,
+                             "the dataplane at \(dp.pinDir.path) was unloaded during the pass: stopped after \(totals.scanned) entries (no NAT pair was left half deleted)")
+        }
+    }
+}
+
+/// What happened to one entry handed to the Deleter.
+public enum DeleteOutcome: Sendable, Equatable {
+    /// Deleted; `partner`: its NAT partner went with it.
+    case deleted(partner: Bool)
+    /// --dry-run: would be deleted; `partner`: its partner would go with it.
+    case wouldDelete(partner: Bool)
+    /// The datapath re-created or converted it since it was read (another created time
+    /// or type): left alone.
+    case changed
+    /// Gone already (LRU eviction, expiry, or deleted with its partner earlier in this pass).
+    case gone
+}
+
+/// Deletes entries in batches through the kernel's compare-and-delete: each entry only
+/// if it still has the identity (type, created time) it was read with, and its NAT
+/// partner with it if the partner still points back. With dryRun, the same batches run
+/// as a probe: nothing is deleted, and the report says what would go.
+public final class Deleter {
+    let stager: Stager
+    let dryRun: Bool
+    let pending = EntryBuffer()
+    let report: (EntryView, StaleReason?, DeleteOutcome) throws -> Void
+    public private(set) var deletedEntries = 0
+    public private(set) var deletedByReason: [StaleReason: Int] = [:]
+    public private(set) var changed = 0
+    public private(set) var gone = 0
+    public private(set) var wouldDelete = 0
+
+    public init(_ stager: Stager, dryRun: Bool, report: @escaping (EntryView, StaleReason?, DeleteOutcome) throws -> Void) {
+        self.stager = stager
+        self.dryRun = dryRun
+        self.report = report
+    }
+
+    public func add(_ e: EntryView, reason: StaleReason?) throws {
+        pending.append(e, reason)
+        if pending.isFull { try flush() }
+    }
+
+    public func flush() throws {
+        guard pending.count > 0 else { return }
+        pending.stage(into: stager)
+        try stager.run(dryRun ? CTCTL_STAGE_OP_PROBE : CTCTL_STAGE_OP_DELETE)
+        for i in 0..<pending.count {
+            let r = stager.result(i)
+            let reason = pending.reasons[i]
+            let outcome: DeleteOutcome
+            if r & UInt8(CTCTL_STAGE_R_GONE) != 0 {
+                outcome = .gone
+                gone += 1
+            } else if r & UInt8(CTCTL_STAGE_R_CHANGED) != 0 {
+                outcome = .changed
+                changed += 1
+            } else if dryRun {
+                outcome = .wouldDelete(partner: r.stagePartnerOK)
+                wouldDelete += 1
+            } else {
+                let n = (r.stageDeleted ? 1 : 0) + (r.stagePartnerDeleted ? 1 : 0)
+                deletedEntries += n
+                if let reason { deletedByReason[reason, default: 0] += n }
+                outcome = r.stageDeleted ? .deleted(partner: r.stagePartnerDeleted) : .gone
+                if !r.stageDeleted { gone += 1 }
+            }
+            try report(pending.view(i), reason, outcome)
+        }
+        pending.clear()
+        stager.reset()
+    }
+}

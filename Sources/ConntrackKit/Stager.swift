@@ -1,0 +1,102 @@
+import CLibBPF
+import Glibc
+
+/// Runs ctctl's compare-and-delete program (prog_stage) over keys staged in the `stage`
+/// map: up to CTCTL_STAGE_SLOTS entries a run, one BPF_PROG_TEST_RUN each. Every delete
+/// and every partner check ctctl makes goes through here. Requires the writers' lock:
+/// there is one stage per dataplane.
+public final class Stager {
+    public static let capacity = Int(CTCTL_STAGE_SLOTS)
+
+    let dp: Dataplane
+    let stageMap: BPFMap
+    let slots: UnsafeMutablePointer<ctctl_stage_slot>
+    let progFD: Int32
+    let mappedLength: Int
+    public private(set) var count = 0
+
+    public init(_ dp: Dataplane, lock: WriterLock) throws(CtctlError) {
+        self.dp = dp
+        stageMap = try BPFMap.open(dp.pinDir.pin(CTCTL_PIN_STAGE), spec: .stage, readOnly: false)
+        guard stageMap.info.maxEntries == CTCTL_STAGE_SLOTS, stageMap.info.flags & UInt32(BPF_F_MMAPABLE) != 0 else {
+            throw CtctlError(.badLayout, "\(stageMap.path) is not the \(CTCTL_STAGE_SLOTS)-slot mmap-able stage of this ABI: refusing to use it")
+        }
+        let page = Int(getpagesize())
+        mappedLength = (Stager.capacity * MemoryLayout<ctctl_stage_slot>.stride + page - 1) / page * page
+        do throws(Errno) {
+            slots = try stageMap.mmapValues(length: mappedLength).bindMemory(to: ctctl_stage_slot.self, capacity: Stager.capacity)
+        } catch {
+            throw CtctlError.from(error, doing: "mapping", path: stageMap.path)
+        }
+        let path = dp.pinDir.pin(CTCTL_PIN_PROG_STAGE)
+        do throws(Errno) { progFD = try Errno.check { CLibBPF_obj_get(path, 0) } } catch {
+            munmap(slots, mappedLength)
+            if error.code == ENOENT { throw CtctlError(.unavailable, "no program at \(path): is the dataplane loaded? (`ctctl dataplane load`)") }
+            throw CtctlError.from(error, doing: "opening program", path: path)
+        }
+    }
+
+    deinit {
+        munmap(slots, mappedLength)
+        close(progFD)
+    }
+
+    public var isFull: Bool { count == Stager.capacity }
+
+    /// Stages an entry with the identity the caller saw. The stager must not be full.
+    @inline(__always)
+    public func add(_ e: EntryView) {
+        precondition(count < Stager.capacity)
+        let s = slots + count
+        s.pointee.key = e.key.pointee
+        s.pointee.created_ns = e.createdNs
+        s.pointee.type = e.typeRaw
+        s.pointee.result = 0
+        s.pointee.partner_last_seen_ns = 0
+        count += 1
+    }
+
+    public func add(key: ctctl_ct_key, createdNs: UInt64, type: UInt8) {
+        precondition(count < Stager.capacity)
+        slots[count] = ctctl_stage_slot(key: key, created_ns: createdNs, partner_last_seen_ns: 0, type: type, result: 0,
+                                        pad: (0, 0, 0, 0, 0, 0))
+        count += 1
+    }
+
+    /// The result bits of slot i after run().
+    public func result(_ i: Int) -> UInt8 { slots[i].result }
+
+    /// After a probe: the partner's last-seen time, if the partner is OK.
+    public func partnerLastSeen(_ i: Int) -> UInt64 { slots[i].partner_last_seen_ns }
+
+    /// Runs the program over the staged slots; returns how many entries it deleted
+    /// (partners included). Slots stay readable until reset().
+    @discardableResult
+    public func run(_ op: ctctl_stage_op) throws(CtctlError) -> Int {
+        guard count > 0 else { return 0 }
+        var ctx = ctctl_stage_ctx(op: op.rawValue, count: UInt32(count), done: 0, deleted: 0)
+        var retval: UInt32 = 0
+        var duration: UInt32 = 0
+        // A SYSCALL program takes ctx_in only: no data, no repeat (EINVAL otherwise).
+        do throws(Errno) {
+            try Errno.check {
+                CLibBPF_prog_test_run(progFD, nil, 0, nil, nil, &ctx, UInt32(MemoryLayout<ctctl_stage_ctx>.size), 0, &retval, &duration)
+            }
+        } catch {
+            throw CtctlError.from(error, doing: "running the compare-and-delete program", path: dp.pinDir.pin(CTCTL_PIN_PROG_STAGE))
+        }
+        guard retval == 0, ctx.done == UInt32(count) else {
+            throw CtctlError(.software, "the compare-and-delete program processed \(ctx.done) of \(count) entries (returned \(retval))")
+        }
+        return Int(ctx.deleted)
+    }
+
+    public func reset() { count = 0 }
+}
+
+extension UInt8 {
+    var stageMatched: Bool { self & UInt8(CTCTL_STAGE_R_MATCH) != 0 }
+    var stageDeleted: Bool { self & UInt8(CTCTL_STAGE_R_DELETED) != 0 }
+    var stagePartnerOK: Bool { self & UInt8(CTCTL_STAGE_R_PARTNER_OK) != 0 }
+    var stagePartnerDeleted: Bool { self & UInt8(CTCTL_STAGE_R_PARTNER_DELETED) != 0 }
+}
