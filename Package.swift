@@ -31,6 +31,7 @@ let package = Package(
             dependencies: [
                 "ConntrackKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // Test hosts in network namespaces, shared by the kernel tests and the demo.
@@ -38,6 +39,9 @@ let package = Package(
         // `make demo`: the incident, end to end, on real kernel networking.
         .executableTarget(name: "ctctl-demo", dependencies: ["ConntrackKit", "NetLab"]),
         .testTarget(name: "ConntrackKitTests", dependencies: ["ConntrackKit", "ctctl"]),
-        .testTarget(name: "KernelTests", dependencies: ["ConntrackKit", "ctctl", "CLibBPF", "NetLab"]),
+        .testTarget(
+            name: "KernelTests",
+            dependencies: ["ConntrackKit", "ctctl", "CLibBPF", "NetLab", .product(name: "Logging", package: "swift-log")]
+        ),
     ]
 )

@@ -86,12 +86,11 @@ public final class EntryScan {
                 try consider(e, emit)
             }
             totals.scanned += n
-            try checkPinned()
             if shouldStop() {
                 stopped = true
-                return false
             }
-            return true
+            try checkPinned()
+            return !stopped
         }
         try finishProbes(emit)
     }
@@ -130,14 +129,17 @@ public final class EntryScan {
         guard let stager, let judge, pending.count > 0 else { return }
         pending.stage(into: stager)
         try stager.run(CTCTL_STAGE_OP_PROBE)
-        for i in 0..<pending.count {
-            let r = stager.result(i)
+        // Copy the results out first: emitting may hand entries to a Deleter, which
+        // reuses the same stage.
+        let results = (0..<pending.count).map { (stager.result($0), stager.partnerLastSeen($0)) }
+        stager.reset()
+        for (i, (r, partnerLastSeen)) in results.enumerated() {
             guard r.stageMatched else { continue }  // changed or gone since the read: not judged
             let e = pending.view(i)
             let timeout = judge.timeouts.timeout(proto: e.proto, flags: e.flags)
             let idle = { (last: UInt64) in judge.now > last && judge.now - last > timeout }
             if r.stagePartnerOK {
-                if idle(e.lastSeenNs) && idle(stager.partnerLastSeen(i)) { try found(e, .expired, emit) }
+                if idle(e.lastSeenNs) && idle(partnerLastSeen) { try found(e, .expired, emit) }
             } else if judge.now > e.createdNs && judge.now - e.createdNs > judge.graceNs {
                 try found(e, .halfPair, emit)
             } else if idle(e.lastSeenNs) {
@@ -145,13 +147,16 @@ public final class EntryScan {
             }
         }
         pending.clear()
-        stager.reset()
     }
 
     func checkPinned() throws {
+        try EntryScan.checkPinned(dp, progress: "\(totals.scanned) entries scanned")
+    }
+
+    static func checkPinned(_ dp: Dataplane, progress: String) throws {
         if !dp.stillPinned() {
             throw CtctlError(.unavailable,
-                             "the dataplane at \(dp.pinDir.path) was unloaded during the pass: stopped after \(totals.scanned) entries (no NAT pair was left half deleted)")
+                             "the dataplane at \(dp.pinDir.path) was unloaded during the pass: stopped after \(progress) (no NAT pair was left half deleted)")
         }
     }
 }
@@ -183,6 +188,7 @@ public final class Deleter {
     public private(set) var changed = 0
     public private(set) var gone = 0
     public private(set) var wouldDelete = 0
+    public private(set) var wouldDeleteByReason: [StaleReason: Int] = [:]
 
     public init(_ stager: Stager, dryRun: Bool, report: @escaping (EntryView, StaleReason?, DeleteOutcome) throws -> Void) {
         self.stager = stager
@@ -197,10 +203,13 @@ public final class Deleter {
 
     public func flush() throws {
         guard pending.count > 0 else { return }
+        // Never delete from maps that were unpinned under us (dataplane unloaded).
+        try EntryScan.checkPinned(stager.dp, progress: "\(deletedEntries) entries deleted")
         pending.stage(into: stager)
         try stager.run(dryRun ? CTCTL_STAGE_OP_PROBE : CTCTL_STAGE_OP_DELETE)
-        for i in 0..<pending.count {
-            let r = stager.result(i)
+        let results = (0..<pending.count).map { stager.result($0) }
+        stager.reset()
+        for (i, r) in results.enumerated() {
             let reason = pending.reasons[i]
             let outcome: DeleteOutcome
             if r & UInt8(CTCTL_STAGE_R_GONE) != 0 {
@@ -212,6 +221,7 @@ public final class Deleter {
             } else if dryRun {
                 outcome = .wouldDelete(partner: r.stagePartnerOK)
                 wouldDelete += 1
+                if let reason { wouldDeleteByReason[reason, default: 0] += 1 }
             } else {
                 let n = (r.stageDeleted ? 1 : 0) + (r.stagePartnerDeleted ? 1 : 0)
                 deletedEntries += n
@@ -222,6 +232,5 @@ public final class Deleter {
             try report(pending.view(i), reason, outcome)
         }
         pending.clear()
-        stager.reset()
     }
 }

@@ -8,6 +8,12 @@ public struct Service: Sendable {
     /// Ordinal order; nil where the frontend names an ordinal the backend map lacks.
     public let backends: [Endpoint?]
 
+    public init(ref: ServiceRef, id: UInt32, backends: [Endpoint?]) {
+        self.ref = ref
+        self.id = id
+        self.backends = backends
+    }
+
     public var missingOrdinals: [Int] { backends.indices.filter { backends[$0] == nil } }
     public var liveBackends: [Endpoint] { backends.compactMap { $0 } }
 }

@@ -105,11 +105,12 @@ public struct StaleJudge: Sendable {
             }
         }
         let last = e.lastSeenNs
-        if now > last && now - last > timeouts.timeout(proto: proto, flags: e.flags) { return .stale(.expired) }
-        if e.isNAT {
-            let created = e.createdNs
-            if now > created && now - created > graceNs { return .checkPartner }
-        }
+        let idle = now > last && now - last > timeouts.timeout(proto: proto, flags: e.flags)
+        if !e.isNAT { return idle ? .stale(.expired) : .fresh }
+        // A NAT half: expired only if its partner is idle too (one flow), half-pair only if
+        // its partner is gone past the grace period. Both need the partner: the kernel's probe.
+        let created = e.createdNs
+        if idle || (now > created && now - created > graceNs) { return .checkPartner }
         return .fresh
     }
 }

@@ -25,7 +25,7 @@ struct Ctctl: ParsableCommand {
             \(ExitStatus.helpTable)
             """,
         version: "ctctl \(ctctlVersion) (map ABI \(mapABIVersion))",
-        subcommands: [DataplaneCommand.self, ServiceCommand.self, NatCommand.self, ConntrackCommand.self]
+        subcommands: [DataplaneCommand.self, ServiceCommand.self, NatCommand.self, ConntrackCommand.self, HealCommand.self]
     )
 }
 

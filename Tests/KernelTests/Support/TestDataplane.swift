@@ -5,7 +5,7 @@ import Testing
 
 /// A dataplane loaded into its own pin directory for one test, always unloaded after
 /// it, even when the test fails. Kernel features missing here fail the test loudly.
-final class TestDataplane {
+final class TestDataplane: @unchecked Sendable {
     let pins: PinDirectory
     let dp: Dataplane
 
