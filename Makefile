@@ -32,8 +32,9 @@ test: bpf
 	cp $(BPF_OBJ) "$$(swift build --show-bin-path)/"
 	swift test --skip-build
 
+# FAST=1: short phases (CI); KEEP=1: leave the setup in place for exploring.
 demo: build
-	"$$(swift build -c $(CONFIG) --show-bin-path)/ctctl-demo"
+	"$$(swift build -c $(CONFIG) --show-bin-path)/ctctl-demo" $(if $(FAST),--fast) $(if $(KEEP),--keep)
 
 clean:
 	rm -rf .build

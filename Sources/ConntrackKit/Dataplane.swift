@@ -68,6 +68,7 @@ public final class Dataplane: @unchecked Sendable {
     /// Opens every map of the dataplane at `pinDir`. Read-only commands pass
     /// `readOnly: true` and get read-only fds (BPF_F_RDONLY).
     public init(_ pinDir: PinDirectory, readOnly: Bool) throws(CtctlError) {
+        LibBPFLog.quiet()
         try pinDir.requireLoaded()
         self.pinDir = pinDir
         self.readOnly = readOnly
@@ -177,4 +178,12 @@ public enum CounterNames {
         "pass_not_ip", "pass_not_tcp_udp", "pass_fragment", "pass_ip_options", "pass_ipv6_ext",
         "drop_malformed", "drop_no_backend", "drop_backend_missing", "drop_ct_write", "drop_rewrite",
     ]
+}
+
+/// libbpf prints its warnings to stderr unless told otherwise (for example "Exclusivity
+/// flag on" when a clsact qdisc already exists, which ctctl handles). Keep them in memory
+/// for error details instead, for every command.
+enum LibBPFLog {
+    static let installed: Void = CLibBPF_set_log_level(0)
+    static func quiet() { _ = installed }
 }

@@ -167,7 +167,8 @@ public final class EntryPrinter {
         case .json:
             w.ascii(count == 0 ? "]\n" : "\n]\n")
         case .table:
-            if !sized { sizeAndRelease() }
+            // no rows, no header: stdout stays empty (the stderr summary says 0)
+            if !sized && count > 0 { sizeAndRelease() }
         }
         w.flush()
     }

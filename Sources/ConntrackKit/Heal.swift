@@ -22,6 +22,7 @@ public struct PassResult: Sendable {
     /// Kept because the datapath re-created them between the read and the delete.
     public var changed = 0
     public var wouldDelete = 0
+    public var wouldDeleteByReason: [StaleReason: Int] = [:]
     public var durationNs: UInt64 = 0
     /// Stopped early by a signal (between batches).
     public var stopped = false
@@ -80,6 +81,7 @@ public final class Healer {
         r.deletedByReason = deleter.deletedByReason
         r.changed = deleter.changed
         r.wouldDelete = deleter.wouldDelete
+        r.wouldDeleteByReason = deleter.wouldDeleteByReason
         r.stopped = scan.stopped
         r.epoch = view.epoch
         r.ctMaxEntries = dp.ct.info.maxEntries
@@ -89,9 +91,9 @@ public final class Healer {
 
     /// The stderr summary of a pass.
     public static func summary(_ r: PassResult, dryRun: Bool) -> String {
-        let reasons = StaleReason.allCases.map { "\($0.rawValue) \((dryRun ? r.staleByReason : r.deletedByReason)[$0] ?? 0)" }.joined(separator: ", ")
+        let reasons = StaleReason.allCases.map { "\($0.rawValue) \((dryRun ? r.wouldDeleteByReason : r.deletedByReason)[$0] ?? 0)" }.joined(separator: ", ")
         var s = dryRun
-            ? "dry run: \(r.wouldDelete) stale entr\(r.wouldDelete == 1 ? "y" : "ies") would be deleted, each with its NAT partner (\(reasons))"
+            ? "dry run: \(r.wouldDelete) entr\(r.wouldDelete == 1 ? "y" : "ies") would be deleted (\(reasons))"
             : "healed: \(r.deleted) entr\(r.deleted == 1 ? "y" : "ies") deleted (\(reasons))"
         if r.changed > 0 { s += "; \(r.changed) kept (re-created by the datapath since read)" }
         s += "; \(r.scanned) scanned in \(DurationText.format(nanoseconds: r.durationNs))"

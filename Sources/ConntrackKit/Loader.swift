@@ -78,7 +78,7 @@ public enum Loader {
             }
         }
         let path = if let objectPath { objectPath } else { try findObject() }
-        CLibBPF_set_log_level(0)
+        LibBPFLog.quiet()
         CLibBPF_clear_log()
         guard let obj = bpf_object__open_file(path, nil) else {
             throw CtctlError(.software, "cannot open BPF object \(path): \(Errno(errno)) \(libbpfLogTail(300))")

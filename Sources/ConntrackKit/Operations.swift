@@ -113,7 +113,7 @@ public enum Operations {
         let (d, _) = r
         var parts: [String] = []
         if o.dryRun {
-            parts.append("\(d.wouldDelete) entr\(d.wouldDelete == 1 ? "y" : "ies") would be \(what) (dry run), each with its NAT partner")
+            parts.append("\(d.wouldDelete) entr\(d.wouldDelete == 1 ? "y" : "ies") would be \(what) (dry run), NAT partners included")
         } else {
             parts.append("\(d.deletedEntries) entr\(d.deletedEntries == 1 ? "y" : "ies") \(what)")
         }

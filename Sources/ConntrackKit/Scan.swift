@@ -189,6 +189,10 @@ public final class Deleter {
     public private(set) var gone = 0
     public private(set) var wouldDelete = 0
     public private(set) var wouldDeleteByReason: [StaleReason: Int] = [:]
+    /// Hashes of the keys deleted (or, dry run, to be deleted) so far, partners included:
+    /// a later slot for an entry that went with its partner is not reported again. A hash
+    /// collision could only hide a report line, never change what is deleted.
+    private var handled = Set<UInt64>()
 
     public init(_ stager: Stager, dryRun: Bool, report: @escaping (EntryView, StaleReason?, DeleteOutcome) throws -> Void) {
         self.stager = stager
@@ -211,7 +215,9 @@ public final class Deleter {
         stager.reset()
         for (i, r) in results.enumerated() {
             let reason = pending.reasons[i]
+            let e = pending.view(i)
             let outcome: DeleteOutcome
+            if handled.contains(Deleter.hash(e.key)) { continue }  // went (or goes) with its partner
             if r & UInt8(CTCTL_STAGE_R_GONE) != 0 {
                 outcome = .gone
                 gone += 1
@@ -219,9 +225,11 @@ public final class Deleter {
                 outcome = .changed
                 changed += 1
             } else if dryRun {
+                // counted like a real delete: the entry, and its partner that would go with it
                 outcome = .wouldDelete(partner: r.stagePartnerOK)
-                wouldDelete += 1
-                if let reason { wouldDeleteByReason[reason, default: 0] += 1 }
+                let n = r.stagePartnerOK ? 2 : 1
+                wouldDelete += n
+                if let reason { wouldDeleteByReason[reason, default: 0] += n }
             } else {
                 let n = (r.stageDeleted ? 1 : 0) + (r.stagePartnerDeleted ? 1 : 0)
                 deletedEntries += n
@@ -229,8 +237,25 @@ public final class Deleter {
                 outcome = r.stageDeleted ? .deleted(partner: r.stagePartnerDeleted) : .gone
                 if !r.stageDeleted { gone += 1 }
             }
-            try report(pending.view(i), reason, outcome)
+            switch outcome {
+            case .deleted(let partner), .wouldDelete(let partner):
+                handled.insert(Deleter.hash(e.key))
+                if partner { handled.insert(Deleter.hash(e.partnerKey)) }
+            case .changed, .gone: break
+            }
+            try report(e, reason, outcome)
         }
         pending.clear()
+    }
+
+    /// FNV-1a over the 40 key bytes.
+    static func hash(_ k: UnsafePointer<ctctl_ct_key>) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        let raw = UnsafeRawBufferPointer(start: k, count: MemoryLayout<ctctl_ct_key>.size)
+        for b in raw {
+            h ^= UInt64(b)
+            h &*= 0x100_0000_01b3
+        }
+        return h
     }
 }

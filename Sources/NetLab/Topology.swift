@@ -15,8 +15,12 @@ public struct CommandResult: Sendable {
 }
 
 /// Runs a command (found on PATH unless the path is absolute) and waits for it.
-public func runCommand(_ args: [String]) throws -> CommandResult {
+/// `environment` adds to (or overrides) this process's environment.
+public func runCommand(_ args: [String], environment: [String: String] = [:]) throws -> CommandResult {
     let p = Process()
+    if !environment.isEmpty {
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
     if args[0].hasPrefix("/") {
         p.executableURL = URL(fileURLWithPath: args[0])
         p.arguments = Array(args.dropFirst())

@@ -149,6 +149,10 @@ struct BadInputTests {
         let t = try TestDataplane("unload")
         defer { if t.pins.exists { t.cleanup() } }
         #expect(ctctl(["dataplane", "attach", "nc", "--netns", topo.node, "--pin-dir", t.pins.path]).status == 0)
+        // attaching again where the clsact qdisc exists: no libbpf noise on stderr
+        let again = try runCommand([ctctlBinary(), "dataplane", "attach", "nc", "--netns", topo.node, "--pin-dir", t.pins.path])
+        #expect(again.status == 0)
+        #expect(again.err.isEmpty, "\(again.err)")
         let status = ctctl(["dataplane", "status", "-o", "json", "--pin-dir", t.pins.path])
         #expect(status.out.contains("\"state\": \"attached\""))
 

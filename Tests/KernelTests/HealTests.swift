@@ -119,7 +119,7 @@ struct HealTests {
             let before = try StaleFixture.keys(t)
             let dry = ctctl(["heal", "--once", "--dry-run", "--pin-dir", t.pins.path])
             #expect(dry.status == 0)
-            #expect(dry.err.contains("dry run: 10 stale entries would be deleted"))
+            #expect(dry.err.contains("dry run: 10 entries would be deleted (missed-nat 2, orphan-nat 4, half-pair 1, expired 3)"), "\(dry.err)")
             #expect(try StaleFixture.keys(t) == before)
 
             let log = FileManager.default.temporaryDirectory.appendingPathComponent("ctctl-heal-\(getpid())-\(UInt32.random(in: 0..<UInt32.max)).jsonl").path
