@@ -9,7 +9,7 @@ BPF_OBJ := $(BPF_OUT)/ctctl.bpf.o
 BPF_SRC := bpf/ctctl.bpf.c $(wildcard bpf/lib/*.h) $(wildcard bpf/include/*.h)
 BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -Wall -Werror -I bpf/include -I bpf -I /usr/include/$(MULTIARCH)
 
-.PHONY: all deps bpf build test demo clean
+.PHONY: all deps bpf build test demo bench clean
 
 all: build
 
@@ -35,6 +35,19 @@ test: bpf
 # FAST=1: short phases (CI); KEEP=1: leave the setup in place for exploring.
 demo: build
 	"$$(swift build -c $(CONFIG) --show-bin-path)/ctctl-demo" $(if $(FAST),--fast) $(if $(KEEP),--keep)
+
+# N=: map sizes (comma-separated), RUNS=: runs a command; writes docs/PERFORMANCE.md.
+N ?= 100000,1000000
+RUNS ?= 5
+bench: bpf
+	swift build -c release --product ctctl
+	swift build -c release --product ctctl-bench
+	cp $(BPF_OBJ) "$$(swift build -c release --show-bin-path)/"
+	@mkdir -p .build/bench
+	cc -O2 -Wall -o .build/bench/floor scripts/bench-floor.c -lbpf
+	cc -O2 -Wall -o .build/bench/run scripts/bench-run.c
+	"$$(swift build -c release --show-bin-path)/ctctl-bench" --ctctl "$$(swift build -c release --show-bin-path)/ctctl" \
+		--floor .build/bench/floor --runner .build/bench/run --entries $(N) --runs $(RUNS) --write-doc docs/PERFORMANCE.md
 
 clean:
 	rm -rf .build

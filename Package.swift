@@ -38,6 +38,8 @@ let package = Package(
         .target(name: "NetLab", dependencies: ["ConntrackKit"]),
         // `make demo`: the incident, end to end, on real kernel networking.
         .executableTarget(name: "ctctl-demo", dependencies: ["ConntrackKit", "NetLab"]),
+        // `make bench`: ctctl against a C batch-lookup loop and bpftool; the datapath per packet.
+        .executableTarget(name: "ctctl-bench", dependencies: ["ConntrackKit", "CLibBPF"]),
         .testTarget(name: "ConntrackKitTests", dependencies: ["ConntrackKit", "ctctl"]),
         .testTarget(
             name: "KernelTests",

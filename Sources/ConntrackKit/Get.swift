@@ -49,7 +49,7 @@ extension Operations {
         let view = try ServiceView.read(dp)
         let judge = StaleJudge(view: view, timeouts: dp.timeouts, now: now)
         var stale: [(ctctl_ct_key, StaleReason)] = []
-        let scan = EntryScan(dp, filter: ConntrackFilter(), judge: judge, stager: try Stager(rw, lock: lock))
+        let scan = EntryScan(dp, filter: ConntrackFilter(), judge: judge, stager: try Stager(rw, lock: lock), ledger: false)
         try scan.judgeOnly(found) { e, r in if let r { stale.append((e.key.pointee, r)) } }
         let epoch = try dp.epoch()
         let epochOn = dp.serviceEpochEnabled

@@ -48,15 +48,23 @@ public struct ScanTotals: Sendable {
 }
 
 /// Streams the conntrack map once: filters every entry, and, with a judge, keeps only
-/// the stale ones and names why. Entries whose verdict needs their partner are checked
-/// in the kernel in batches (prog_stage, probe), so memory stays at one map batch and
-/// one stage whatever the map size.
+/// the stale ones and names why. Memory stays fixed whatever the map size: one map batch,
+/// one stage, and the pair ledger.
+///
+/// Partners: the halves of intact pairs cancel out in the PairLedger as the scan goes, so
+/// a half pair costs a kernel check only once the ledger names it. Idle NAT halves are
+/// checked in the kernel (prog_stage, probe) as they come, because a pair is expired only
+/// when its partner is idle too. Without a ledger (`get --explain`, or after the ledger
+/// overflowed) every NAT half that needs it is checked in the kernel.
 public final class EntryScan {
     let dp: Dataplane
     let filter: ConntrackFilter
     let judge: StaleJudge?
     let stager: Stager?
     let pending = EntryBuffer()
+    var ledger: PairLedger?
+    /// The second pass after a ledger overflow: report half pairs only.
+    var onlyHalfPairs = false
     /// Checked between batches: true stops the scan there (heal on SIGINT/SIGTERM).
     public var shouldStop: () -> Bool = { false }
     public private(set) var totals = ScanTotals()
@@ -71,11 +79,22 @@ public final class EntryScan {
     }
 
     /// Stale entries only, judged by `judge`; the stager runs the partner checks.
-    public init(_ dp: Dataplane, filter: ConntrackFilter, judge: StaleJudge, stager: Stager) {
+    /// `ledger: false` checks every partner in the kernel (a handful of entries).
+    public init(_ dp: Dataplane, filter: ConntrackFilter, judge: StaleJudge, stager: Stager, ledger: Bool = true) {
         self.dp = dp
         self.filter = filter
         self.judge = judge
         self.stager = stager
+        self.ledger = ledger ? PairLedger() : nil
+    }
+
+    /// Tests: a ledger of 3 x 2^bits cells.
+    init(_ dp: Dataplane, filter: ConntrackFilter, judge: StaleJudge, stager: Stager, ledgerBits: Int) {
+        self.dp = dp
+        self.filter = filter
+        self.judge = judge
+        self.stager = stager
+        ledger = PairLedger(bits: ledgerBits)
     }
 
     public func run(_ emit: (EntryView, StaleReason?) throws -> Void) throws {
@@ -105,15 +124,47 @@ public final class EntryScan {
         }
         switch judge.judge(e) {
         case .fresh: break
-        case .stale(let reason): try found(e, reason, emit)
-        case .checkPartner:
-            pending.append(e, nil)
-            if pending.isFull { try probe(emit) }
+        case .stale(let reason): if !onlyHalfPairs { try found(e, reason, emit) }
+        case .nat(let idle, let old):
+            if old, let ledger { ledger.add(e) }
+            if idle || (old && ledger == nil) {
+                pending.append(e, nil)
+                if pending.isFull { try probe(emit) }
+            }
         }
     }
 
     func finishProbes(_ emit: (EntryView, StaleReason?) throws -> Void) throws {
-        if judge != nil { try probe(emit) }
+        guard judge != nil else { return }
+        try probe(emit)
+        if ledger != nil { try resolveLedger(emit) }
+    }
+
+    /// The halves the ledger says lost their partner: re-read each (it may have changed
+    /// since), and confirm with the kernel's partner check.
+    private func resolveLedger(_ emit: (EntryView, StaleReason?) throws -> Void) throws {
+        guard let decoded = ledger?.decode() else { return }
+        ledger = nil  // from here on, partner checks decide half pairs directly
+        guard decoded.complete else {
+            // more half pairs than the ledger can name: find them with a second pass
+            let second = EntryScan(dp, filter: filter, judge: judge!, stager: stager!, ledger: false)
+            second.onlyHalfPairs = true
+            try second.run { e, reason in try found(e, reason!, emit) }
+            return
+        }
+        for element in decoded.elements {
+            var key = element.presentKey
+            let value: ctctl_ct_value?
+            do throws(Errno) { value = try dp.ct.lookup(key, as: ctctl_ct_value.self) } catch {
+                throw CtctlError.from(error, doing: "reading", path: dp.ct.path)
+            }
+            guard var v = value, v.created_ns == element.created, v.type == element.presentType else { continue }
+            let e = EntryView(&key, &v)
+            guard filter.matches(e) else { continue }
+            pending.append(e, nil)
+            if pending.isFull { try probe(emit) }
+        }
+        try probe(emit)
     }
 
     private func found(_ e: EntryView, _ reason: StaleReason, _ emit: (EntryView, StaleReason?) throws -> Void) throws {
@@ -134,15 +185,16 @@ public final class EntryScan {
         let results = (0..<pending.count).map { (stager.result($0), stager.partnerLastSeen($0)) }
         stager.reset()
         for (i, (r, partnerLastSeen)) in results.enumerated() {
-            guard r.stageMatched else { continue }  // changed or gone since the read: not judged
             let e = pending.view(i)
             let timeout = judge.timeouts.timeout(proto: e.proto, flags: e.flags)
             let idle = { (last: UInt64) in judge.now > last && judge.now - last > timeout }
+            let old = judge.now > e.createdNs && judge.now - e.createdNs > judge.graceNs
             if r.stagePartnerOK {
-                if idle(e.lastSeenNs) && idle(partnerLastSeen) { try found(e, .expired, emit) }
-            } else if judge.now > e.createdNs && judge.now - e.createdNs > judge.graceNs {
-                try found(e, .halfPair, emit)
-            } else if idle(e.lastSeenNs) {
+                if idle(e.lastSeenNs) && idle(partnerLastSeen) && !onlyHalfPairs { try found(e, .expired, emit) }
+            } else if old {
+                // with a ledger, the ledger names half pairs (and this one is in it)
+                if ledger == nil { try found(e, .halfPair, emit) }
+            } else if idle(e.lastSeenNs) && !onlyHalfPairs {
                 try found(e, .expired, emit)
             }
         }
@@ -218,18 +270,18 @@ public final class Deleter {
             let e = pending.view(i)
             let outcome: DeleteOutcome
             if handled.contains(Deleter.hash(e.key)) { continue }  // went (or goes) with its partner
-            if r & UInt8(CTCTL_STAGE_R_GONE) != 0 {
+            if dryRun {
+                // the probe asks only about the partner: the entry itself was just read
+                outcome = .wouldDelete(partner: r.stagePartnerOK)
+                let n = r.stagePartnerOK ? 2 : 1
+                wouldDelete += n
+                if let reason { wouldDeleteByReason[reason, default: 0] += n }
+            } else if r & UInt8(CTCTL_STAGE_R_GONE) != 0 {
                 outcome = .gone
                 gone += 1
             } else if r & UInt8(CTCTL_STAGE_R_CHANGED) != 0 {
                 outcome = .changed
                 changed += 1
-            } else if dryRun {
-                // counted like a real delete: the entry, and its partner that would go with it
-                outcome = .wouldDelete(partner: r.stagePartnerOK)
-                let n = r.stagePartnerOK ? 2 : 1
-                wouldDelete += n
-                if let reason { wouldDeleteByReason[reason, default: 0] += n }
             } else {
                 let n = (r.stageDeleted ? 1 : 0) + (r.stagePartnerDeleted ? 1 : 0)
                 deletedEntries += n

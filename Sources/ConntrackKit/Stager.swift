@@ -49,6 +49,7 @@ public final class Stager {
         precondition(count < Stager.capacity)
         let s = slots + count
         s.pointee.key = e.key.pointee
+        s.pointee.partner = e.partnerKey.pointee
         s.pointee.created_ns = e.createdNs
         s.pointee.type = e.typeRaw
         s.pointee.result = 0
@@ -58,8 +59,8 @@ public final class Stager {
 
     public func add(key: ctctl_ct_key, createdNs: UInt64, type: UInt8) {
         precondition(count < Stager.capacity)
-        slots[count] = ctctl_stage_slot(key: key, created_ns: createdNs, partner_last_seen_ns: 0, type: type, result: 0,
-                                        pad: (0, 0, 0, 0, 0, 0))
+        slots[count] = ctctl_stage_slot(key: key, partner: ctctl_ct_key(), created_ns: createdNs, partner_last_seen_ns: 0, type: type,
+                                        result: 0, pad: (0, 0, 0, 0, 0, 0))
         count += 1
     }
 
@@ -95,7 +96,6 @@ public final class Stager {
 }
 
 extension UInt8 {
-    var stageMatched: Bool { self & UInt8(CTCTL_STAGE_R_MATCH) != 0 }
     var stageDeleted: Bool { self & UInt8(CTCTL_STAGE_R_DELETED) != 0 }
     var stagePartnerOK: Bool { self & UInt8(CTCTL_STAGE_R_PARTNER_OK) != 0 }
     var stagePartnerDeleted: Bool { self & UInt8(CTCTL_STAGE_R_PARTNER_DELETED) != 0 }

@@ -12,28 +12,91 @@ public enum StaleReason: String, Sendable, CaseIterable {
     case expired
 }
 
+/// A set of keys of `width` 64-bit words, stored exactly, with open addressing and a cheap
+/// multiply-xorshift hash: built once per pass, probed once per conntrack entry. (Swift's
+/// Set hashes with SipHash, made to resist flooding, which this data cannot do.)
+struct WordSet: Sendable {
+    private var slots: [UInt64]  // (1 + width) words a slot: a used flag, then the key
+    private let mask: Int
+    private let width: Int
+
+    init(width: Int, keys: [[UInt64]]) {
+        self.width = width
+        var size = 16
+        while size < keys.count * 2 { size <<= 1 }
+        mask = size - 1
+        slots = [UInt64](repeating: 0, count: size * (width + 1))
+        for k in keys {
+            precondition(k.count == width)
+            k.withUnsafeBufferPointer { insert($0.baseAddress!) }
+        }
+    }
+
+    @inline(__always)
+    static func hash(_ k: UnsafePointer<UInt64>, _ width: Int) -> Int {
+        var h: UInt64 = 0x6374_6374
+        for i in 0..<width {
+            h = (h ^ k[i]) &* 0x9E37_79B9_7F4A_7C15
+            h ^= h >> 29
+        }
+        return Int(truncatingIfNeeded: h ^ (h >> 32))
+    }
+
+    @inline(__always)
+    private static func equal(_ s: UnsafePointer<UInt64>, _ k: UnsafePointer<UInt64>, _ width: Int) -> Bool {
+        for i in 0..<width where s[i] != k[i] { return false }
+        return true
+    }
+
+    private mutating func insert(_ k: UnsafePointer<UInt64>) {
+        let stride = width + 1
+        var i = WordSet.hash(k, width) & mask
+        while slots[i * stride] != 0 {
+            if slots.withUnsafeBufferPointer({ WordSet.equal($0.baseAddress! + i * stride + 1, k, width) }) { return }
+            i = (i + 1) & mask
+        }
+        slots[i * stride] = 1
+        for j in 0..<width { slots[i * stride + 1 + j] = k[j] }
+    }
+
+    @inline(__always)
+    func contains(_ k: UnsafePointer<UInt64>) -> Bool {
+        let stride = width + 1
+        return slots.withUnsafeBufferPointer { s in
+            var i = WordSet.hash(k, width) & mask
+            while s[i * stride] != 0 {
+                if WordSet.equal(s.baseAddress! + i * stride + 1, k, width) { return true }
+                i = (i + 1) & mask
+            }
+            return false
+        }
+    }
+}
+
 /// One consistent snapshot of the NAT maps, judged by addresses, never by service ids
 /// (ids change when a service is recreated).
 public struct ServiceView: Sendable {
-    struct Front: Hashable {
-        let hi: UInt64, lo: UInt64, port: UInt16, proto: UInt8, family: UInt8
-    }
-
-    struct Back: Hashable {
-        let hi: UInt64, lo: UInt64, port: UInt16
-    }
-
-    private var backends: [Front: Set<Back>] = [:]
+    /// Every frontend; the frontends with at least one backend; (frontend, backend) pairs.
+    private let all: WordSet
+    private let withBackends: WordSet
+    private let members: WordSet
     public let epoch: UInt32
-    public var serviceCount: Int { backends.count }
+    public let serviceCount: Int
+
+    static func front(_ a: IPAddress, _ port: UInt16, _ proto: UInt8) -> [UInt64] {
+        [a.hi, a.lo, UInt64(port) | UInt64(proto) << 16 | UInt64(a.family.rawValue) << 24]
+    }
 
     init(epoch: UInt32, services: [Service]) {
         self.epoch = epoch
-        for s in services {
-            let a = s.ref.vip.address
-            let f = Front(hi: a.hi, lo: a.lo, port: s.ref.vip.port, proto: s.ref.proto.number, family: a.family.rawValue)
-            backends[f] = Set(s.liveBackends.map { Back(hi: $0.address.hi, lo: $0.address.lo, port: $0.port) })
-        }
+        serviceCount = services.count
+        all = WordSet(width: 3, keys: services.map { ServiceView.front($0.ref.vip.address, $0.ref.vip.port, $0.ref.proto.number) })
+        withBackends = WordSet(width: 3, keys: services.filter { !$0.liveBackends.isEmpty }.map {
+            ServiceView.front($0.ref.vip.address, $0.ref.vip.port, $0.ref.proto.number)
+        })
+        members = WordSet(width: 6, keys: services.flatMap { s in
+            s.liveBackends.map { ServiceView.front(s.ref.vip.address, s.ref.vip.port, s.ref.proto.number) + [$0.address.hi, $0.address.lo, UInt64($0.port)] }
+        })
     }
 
     /// Reads the frontends and backends until the service epoch is the same before and
@@ -50,23 +113,23 @@ public struct ServiceView: Sendable {
     /// Test helper and for callers that already hold a consistent list.
     public static func of(_ services: [Service], epoch: UInt32 = 0) -> ServiceView { ServiceView(epoch: epoch, services: services) }
 
-    @inline(__always)
-    func backendsOf(_ a: IPAddress, _ port: UInt16, _ proto: UInt8) -> Set<Back>? {
-        backends[Front(hi: a.hi, lo: a.lo, port: port, proto: proto, family: a.family.rawValue)]
-    }
-
     /// Is addr:port/proto a service with at least one backend?
     @inline(__always)
     public func hasBackends(_ a: IPAddress, _ port: UInt16, _ proto: UInt8) -> Bool {
-        guard let b = backendsOf(a, port, proto) else { return false }
-        return !b.isEmpty
+        var k = (a.hi, a.lo, UInt64(port) | UInt64(proto) << 16 | UInt64(a.family.rawValue) << 24)
+        return withUnsafePointer(to: &k) { withBackends.contains(UnsafeRawPointer($0).assumingMemoryBound(to: UInt64.self)) }
     }
 
-    public func isService(_ a: IPAddress, _ port: UInt16, _ proto: UInt8) -> Bool { backendsOf(a, port, proto) != nil }
+    public func isService(_ a: IPAddress, _ port: UInt16, _ proto: UInt8) -> Bool {
+        var k = (a.hi, a.lo, UInt64(port) | UInt64(proto) << 16 | UInt64(a.family.rawValue) << 24)
+        return withUnsafePointer(to: &k) { all.contains(UnsafeRawPointer($0).assumingMemoryBound(to: UInt64.self)) }
+    }
 
+    /// Is b:bport one of the backends of service a:port/proto?
     @inline(__always)
     public func isBackend(_ b: IPAddress, _ bport: UInt16, of a: IPAddress, _ port: UInt16, _ proto: UInt8) -> Bool {
-        backendsOf(a, port, proto)?.contains(Back(hi: b.hi, lo: b.lo, port: bport)) ?? false
+        var k = (a.hi, a.lo, UInt64(port) | UInt64(proto) << 16 | UInt64(a.family.rawValue) << 24, b.hi, b.lo, UInt64(bport))
+        return withUnsafePointer(to: &k) { members.contains(UnsafeRawPointer($0).assumingMemoryBound(to: UInt64.self)) }
     }
 }
 
@@ -89,8 +152,9 @@ public struct StaleJudge: Sendable {
     public enum Verdict: Equatable, Sendable {
         case fresh
         case stale(StaleReason)
-        /// Stale only if its partner is gone: ask the kernel (Stager, probe).
-        case checkPartner
+        /// A NAT half whose verdict depends on its partner: `old` (past the grace period:
+        /// stale if the partner is missing) and/or `idle` (stale if the partner is idle too).
+        case nat(idle: Bool, old: Bool)
     }
 
     @inline(__always)
@@ -108,9 +172,9 @@ public struct StaleJudge: Sendable {
         let idle = now > last && now - last > timeouts.timeout(proto: proto, flags: e.flags)
         if !e.isNAT { return idle ? .stale(.expired) : .fresh }
         // A NAT half: expired only if its partner is idle too (one flow), half-pair only if
-        // its partner is gone past the grace period. Both need the partner: the kernel's probe.
+        // its partner is gone past the grace period. Both depend on the partner.
         let created = e.createdNs
-        if idle || (now > created && now - created > graceNs) { return .checkPartner }
-        return .fresh
+        let old = now > created && now - created > graceNs
+        return idle || old ? .nat(idle: idle, old: old) : .fresh
     }
 }

@@ -241,28 +241,31 @@ enum ctctl_stage_op {
 	 * and its partner if the partner still points back at it with the same
 	 * created time. */
 	CTCTL_STAGE_OP_DELETE = 1,
-	/* Report whether each entry still has the staged identity and whether its
-	 * partner is present and points back at it. Deletes nothing. */
+	/* Report, for each staged NAT entry, whether the staged partner key holds
+	 * the other half of the pair: the other type, the same created time, and
+	 * pointing back at the staged key. One lookup an entry: the entry itself
+	 * was just read by the caller. Deletes nothing. */
 	CTCTL_STAGE_OP_PROBE = 2,
 };
 
 /* ctctl_stage_slot.result bits */
-#define CTCTL_STAGE_R_MATCH 0x01u           /* entry present with the staged identity */
-#define CTCTL_STAGE_R_GONE 0x02u            /* entry no longer present */
-#define CTCTL_STAGE_R_CHANGED 0x04u         /* present, but another identity: left alone */
-#define CTCTL_STAGE_R_DELETED 0x08u         /* entry deleted */
+#define CTCTL_STAGE_R_MATCH 0x01u           /* delete: entry present with the staged identity */
+#define CTCTL_STAGE_R_GONE 0x02u            /* delete: entry no longer present */
+#define CTCTL_STAGE_R_CHANGED 0x04u         /* delete: present, but another identity: left alone */
+#define CTCTL_STAGE_R_DELETED 0x08u         /* delete: entry deleted */
 #define CTCTL_STAGE_R_PARTNER_OK 0x10u      /* partner present and points back (same created) */
-#define CTCTL_STAGE_R_PARTNER_DELETED 0x20u /* partner deleted with it */
+#define CTCTL_STAGE_R_PARTNER_DELETED 0x20u /* delete: partner deleted with it */
 
 struct ctctl_stage_slot {
 	struct ctctl_ct_key key;     /* in */
-	__u64 created_ns;            /* in: identity seen by the scan */
+	struct ctctl_ct_key partner; /* in (probe): the partner key the caller read */
+	__u64 created_ns;            /* in: identity seen by the caller */
 	__u64 partner_last_seen_ns;  /* out (probe): the partner's last_seen_ns, if R_PARTNER_OK */
-	__u8 type;                   /* in: identity seen by the scan */
+	__u8 type;                   /* in: identity seen by the caller */
 	__u8 result;                 /* out: CTCTL_STAGE_R_* */
 	__u8 pad[6];
 };
-_Static_assert(sizeof(struct ctctl_stage_slot) == 64, "ctctl_stage_slot is 64 bytes");
+_Static_assert(sizeof(struct ctctl_stage_slot) == 104, "ctctl_stage_slot is 104 bytes");
 
 /* Context of prog_stage (BPF_PROG_TEST_RUN ctx_in; copied back on return). */
 struct ctctl_stage_ctx {

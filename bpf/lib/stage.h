@@ -21,6 +21,55 @@ static __always_inline __u8 ctctl_partner_type(__u8 type)
 	return type == CTCTL_CT_NAT_FWD ? CTCTL_CT_NAT_REV : CTCTL_CT_NAT_FWD;
 }
 
+/* Is `pv` the other half of the pair whose half `key` has type `type` and created time `created`? */
+static __always_inline int ctctl_is_partner(const struct ctctl_ct_value *pv, const struct ctctl_ct_key *key,
+					    __u8 type, __u64 created)
+{
+	return pv && pv->created_ns == created && pv->type == ctctl_partner_type(type) &&
+	       ctctl_key_eq(&pv->partner, key);
+}
+
+static __always_inline __u8 ctctl_stage_probe(struct ctctl_stage_slot *s)
+{
+	if (s->type == CTCTL_CT_NORMAL)
+		return 0;
+	struct ctctl_ct_value *pv = bpf_map_lookup_elem(&ct, &s->partner);
+
+	if (!ctctl_is_partner(pv, &s->key, s->type, s->created_ns))
+		return 0;
+	s->partner_last_seen_ns = pv->last_seen_ns;
+	return CTCTL_STAGE_R_PARTNER_OK;
+}
+
+static __always_inline __u8 ctctl_stage_delete(struct ctctl_stage_slot *s, struct ctctl_stage_loop *lc)
+{
+	struct ctctl_ct_value *v = bpf_map_lookup_elem(&ct, &s->key);
+
+	if (!v)
+		return CTCTL_STAGE_R_GONE;
+	if (v->type != s->type || v->created_ns != s->created_ns)
+		return CTCTL_STAGE_R_CHANGED;
+
+	struct ctctl_ct_key partner = v->partner;
+	int partner_ok = 0;
+	__u8 r = CTCTL_STAGE_R_MATCH;
+
+	if (s->type != CTCTL_CT_NORMAL) {
+		partner_ok = ctctl_is_partner(bpf_map_lookup_elem(&ct, &partner), &s->key, s->type, s->created_ns);
+		if (partner_ok)
+			r |= CTCTL_STAGE_R_PARTNER_OK;
+	}
+	if (bpf_map_delete_elem(&ct, &s->key) == 0) {
+		r |= CTCTL_STAGE_R_DELETED;
+		lc->deleted++;
+	}
+	if (partner_ok && bpf_map_delete_elem(&ct, &partner) == 0) {
+		r |= CTCTL_STAGE_R_PARTNER_DELETED;
+		lc->deleted++;
+	}
+	return r;
+}
+
 static long ctctl_stage_one(__u32 i, void *data)
 {
 	struct ctctl_stage_loop *lc = data;
@@ -28,41 +77,7 @@ static long ctctl_stage_one(__u32 i, void *data)
 
 	if (!s)
 		return 1;
-	struct ctctl_ct_value *v = bpf_map_lookup_elem(&ct, &s->key);
-	__u8 r;
-
-	if (!v) {
-		r = CTCTL_STAGE_R_GONE;
-	} else if (v->type != s->type || v->created_ns != s->created_ns) {
-		r = CTCTL_STAGE_R_CHANGED;
-	} else {
-		struct ctctl_ct_key partner = v->partner;
-		int partner_ok = 0;
-
-		r = CTCTL_STAGE_R_MATCH;
-		if (s->type != CTCTL_CT_NORMAL) {
-			struct ctctl_ct_value *pv = bpf_map_lookup_elem(&ct, &partner);
-
-			partner_ok = pv && pv->created_ns == s->created_ns &&
-				     pv->type == ctctl_partner_type(s->type) &&
-				     ctctl_key_eq(&pv->partner, &s->key);
-			if (partner_ok) {
-				r |= CTCTL_STAGE_R_PARTNER_OK;
-				s->partner_last_seen_ns = pv->last_seen_ns;
-			}
-		}
-		if (lc->op == CTCTL_STAGE_OP_DELETE) {
-			if (bpf_map_delete_elem(&ct, &s->key) == 0) {
-				r |= CTCTL_STAGE_R_DELETED;
-				lc->deleted++;
-			}
-			if (partner_ok && bpf_map_delete_elem(&ct, &partner) == 0) {
-				r |= CTCTL_STAGE_R_PARTNER_DELETED;
-				lc->deleted++;
-			}
-		}
-	}
-	s->result = r;
+	s->result = lc->op == CTCTL_STAGE_OP_PROBE ? ctctl_stage_probe(s) : ctctl_stage_delete(s, lc);
 	lc->done++;
 	return 0;
 }

@@ -68,6 +68,12 @@ int CLibBPF_is_bpffs(const char *path);
 /* setns(fd, CLONE_NEWNET) for the calling thread. Returns 0 or -errno. */
 int CLibBPF_setns_net(int fd);
 
+/* Why shimmed: Swift has no prefetch. Inline, so it costs one instruction. */
+static inline void CLibBPF_prefetch_write(const void *ptr)
+{
+	__builtin_prefetch(ptr, 1, 3);
+}
+
 /* Sequentially consistent atomics on shared (mmap-ed) map memory. */
 uint32_t CLibBPF_atomic_add_u32(uint32_t *ptr, uint32_t value);
 uint32_t CLibBPF_atomic_load_u32(const uint32_t *ptr);

@@ -1,0 +1,164 @@
+import CLibBPF
+import Glibc
+
+/// Finds the NAT halves whose partner is missing, in one streaming pass and fixed
+/// memory, without a kernel lookup per entry: an invertible Bloom lookup table (IBLT)
+/// over pairs.
+///
+/// Every NAT half older than the grace period adds its pair's identity, (forward key,
+/// reverse key, created time), with +1 for a forward half and -1 for a reverse half:
+/// the forward half knows the reverse key as its partner and the reverse half knows the
+/// forward key, so the two halves of an intact pair add the same identity with opposite
+/// signs and cancel exactly. What is left after the scan are the identities whose other
+/// half never showed up, and "peeling" the table recovers them in full (keys included),
+/// as long as there are not many more of them than the table's capacity (about 75,000
+/// here). A candidate is only a candidate: the caller re-reads it and confirms with the
+/// kernel's partner check.
+final class PairLedger {
+    static let defaultBits = 15
+    static let tables = 3
+    /// count, created, forward key (5 words), reverse key (5 words), check: 13 words a cell
+    static let words = 13
+    let cells: UnsafeMutablePointer<UInt64>
+    let bits: Int
+    let perTable: Int
+    /// Inserts wait here (their words, sign and cell offsets) and are applied in bursts:
+    /// the cells are cache misses, and a tight loop over independent cells lets the CPU
+    /// overlap them.
+    static let queueSize = 128
+    let queue: UnsafeMutablePointer<UInt64>  // 13 words + sign + 3 cell offsets an element
+    static let queueStride = 17
+    var queued = 0
+
+    struct Element {
+        var forward: ctctl_ct_key
+        var reverse: ctctl_ct_key
+        var created: UInt64
+        /// +1: only the forward half is present; -1: only the reverse half.
+        var sign: Int
+        var presentKey: ctctl_ct_key { sign > 0 ? forward : reverse }
+        var presentType: UInt8 { sign > 0 ? EntryType.natForward.rawValue : EntryType.natReverse.rawValue }
+    }
+
+    /// 2^bits cells a table (tests make it small to overflow it).
+    init(bits: Int = PairLedger.defaultBits) {
+        self.bits = bits
+        perTable = 1 << bits
+        // calloc: zero pages on demand
+        cells = calloc(PairLedger.tables * perTable * PairLedger.words, 8)!.bindMemory(
+            to: UInt64.self, capacity: PairLedger.tables * perTable * PairLedger.words)
+        queue = .allocate(capacity: PairLedger.queueSize * PairLedger.queueStride)
+    }
+
+    deinit {
+        free(cells)
+        queue.deallocate()
+    }
+
+    @inline(__always)
+    static func mix(_ h: UInt64, _ w: UInt64) -> UInt64 {
+        let x = (h ^ w) &* 0x9E37_79B9_7F4A_7C15
+        return x ^ (x >> 29)
+    }
+
+    @inline(__always)
+    static func check(_ w: UnsafePointer<UInt64>) -> UInt64 {
+        // created and the ten key words (w[1] ... w[11])
+        var h: UInt64 = 0x6374_6374_6c65_6467
+        for i in 1...11 { h = mix(h, w[i]) }
+        return h ^ (h >> 31)
+    }
+
+    @inline(__always)
+    func cell(_ table: Int, _ id: UInt64) -> UnsafeMutablePointer<UInt64> {
+        let h = (id ^ UInt64(table &* 0x5851_F42D)) &* 0xBF58_476D_1CE4_E5B9
+        let index = Int(truncatingIfNeeded: h >> UInt64(64 - bits))
+        return cells + (table * perTable + index) * PairLedger.words
+    }
+
+    /// Applies one element (its 13 words) to its three cells with `sign`.
+    @inline(__always)
+    func apply(_ w: UnsafePointer<UInt64>, sign: Int) {
+        let id = w[12]
+        for t in 0..<PairLedger.tables {
+            let c = cell(t, id)
+            c[0] = c[0] &+ UInt64(bitPattern: Int64(sign))
+            for i in 1..<PairLedger.words { c[i] ^= w[i] }
+        }
+    }
+
+    /// Adds the pair of a NAT half (forward: +1, reverse: -1).
+    @inline(__always)
+    func add(_ e: EntryView) {
+        let forward = e.typeRaw == EntryType.natForward.rawValue
+        let fk = UnsafeRawPointer(forward ? e.key : e.partnerKey)
+        let rk = UnsafeRawPointer(forward ? e.partnerKey : e.key)
+        let p = queue + queued * PairLedger.queueStride
+        p[0] = 0
+        p[1] = e.createdNs
+        for i in 0..<5 {
+            p[2 + i] = fk.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)
+            p[7 + i] = rk.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)
+        }
+        p[12] = PairLedger.check(p)
+        p[13] = UInt64(bitPattern: forward ? 1 : -1)
+        for t in 0..<PairLedger.tables {
+            let c = cell(t, p[12])
+            CLibBPF_prefetch_write(c)
+            CLibBPF_prefetch_write(c + 8)  // a cell spans two cache lines
+            p[14 + t] = UInt64(c - cells)
+        }
+        queued += 1
+        if queued == PairLedger.queueSize { drain() }
+    }
+
+    /// Applies the queued inserts.
+    func drain() {
+        for q in 0..<queued {
+            let p = queue + q * PairLedger.queueStride
+            let sign = p[13]
+            for t in 0..<PairLedger.tables {
+                let c = cells + Int(p[14 + t])
+                c[0] = c[0] &+ sign
+                for i in 1..<PairLedger.words { c[i] ^= p[i] }
+            }
+        }
+        queued = 0
+    }
+
+    /// The leftover elements, and whether they are all of them (false: the table
+    /// overflowed, and some half pairs could not be recovered).
+    func decode() -> (elements: [Element], complete: Bool) {
+        drain()
+        let total = PairLedger.tables * perTable
+        func pure(_ c: UnsafeMutablePointer<UInt64>) -> Bool {
+            (c[0] == 1 || c[0] == UInt64.max) && PairLedger.check(c) == c[12]
+        }
+        var stack: [Int] = []
+        for i in 0..<total where pure(cells + i * PairLedger.words) { stack.append(i) }
+        var out: [Element] = []
+        var w = [UInt64](repeating: 0, count: PairLedger.words)
+        while let i = stack.popLast() {
+            let c = cells + i * PairLedger.words
+            guard pure(c) else { continue }
+            let sign = c[0] == 1 ? 1 : -1
+            for k in 0..<PairLedger.words { w[k] = c[k] }
+            var f = ctctl_ct_key(), r = ctctl_ct_key()
+            withUnsafeMutableBytes(of: &f) { raw in for k in 0..<5 { raw.storeBytes(of: w[2 + k], toByteOffset: k * 8, as: UInt64.self) } }
+            withUnsafeMutableBytes(of: &r) { raw in for k in 0..<5 { raw.storeBytes(of: w[7 + k], toByteOffset: k * 8, as: UInt64.self) } }
+            out.append(Element(forward: f, reverse: r, created: w[1], sign: sign))
+            // take it out of its three cells; any that become pure are next
+            w.withUnsafeBufferPointer { apply($0.baseAddress!, sign: -sign) }
+            for t in 0..<PairLedger.tables {
+                let j = (cell(t, w[12]) - cells) / PairLedger.words
+                if pure(cells + j * PairLedger.words) { stack.append(j) }
+            }
+        }
+        var complete = true
+        for i in 0..<(total * PairLedger.words) where cells[i] != 0 {
+            complete = false
+            break
+        }
+        return (out, complete)
+    }
+}

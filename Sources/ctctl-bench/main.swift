@@ -1,0 +1,369 @@
+import CLibBPF
+import ConntrackKit
+import Foundation
+
+/// `make bench`: ctctl against the kernel's own limit (a C loop of BPF_MAP_LOOKUP_BATCH)
+/// and bpftool, on maps of N entries, plus the datapath's cost per packet. Prints a
+/// table with the ratios and, with --write-doc, writes docs/PERFORMANCE.md.
+struct Options: Sendable {
+    var sizes: [Int] = [100_000, 1_000_000]
+    var runs = 5
+    var ctctl = ""
+    var floor = ""
+    var runner = ""
+    var writeDoc: String?
+    var bpftoolJSONMax = 1_000_000
+    /// Load and fill one map at this pin directory, leave it there, and exit (for profiling).
+    var fillOnly: String?
+}
+
+func usage() -> Never {
+    print("usage: ctctl-bench --ctctl PATH --floor PATH --runner PATH [--entries 100000,1000000] [--runs 5] [--write-doc docs/PERFORMANCE.md] [--bpftool-json-max N]")
+    exit(64)
+}
+
+func parseOptions() -> Options {
+    var o = Options()
+    var it = CommandLine.arguments.dropFirst().makeIterator()
+    while let a = it.next() {
+        switch a {
+        case "--entries": o.sizes = (it.next() ?? "").split(separator: ",").compactMap { Int($0) }
+        case "--runs": o.runs = Int(it.next() ?? "") ?? 5
+        case "--ctctl": o.ctctl = it.next() ?? ""
+        case "--floor": o.floor = it.next() ?? ""
+        case "--runner": o.runner = it.next() ?? ""
+        case "--write-doc": o.writeDoc = it.next()
+        case "--bpftool-json-max": o.bpftoolJSONMax = Int(it.next() ?? "") ?? o.bpftoolJSONMax
+        case "--fill-only": o.fillOnly = it.next()
+        default: usage()
+        }
+    }
+    if o.ctctl.isEmpty || o.floor.isEmpty || o.runner.isEmpty || o.sizes.isEmpty { usage() }
+    return o
+}
+
+let opts = parseOptions()
+guard getuid() == 0 else {
+    FileHandle.standardError.write("ctctl-bench: run as root\n".data(using: .utf8)!)
+    exit(77)
+}
+
+// MARK: measuring a command
+
+struct Measured {
+    var wall: Double
+    var rssKiB: Int
+    var status: Int
+    var out: String
+}
+
+/// Runs a command through the bench runner (scripts/bench-run.c: fork, exec, wait4),
+/// stdout to a file or /dev/null; returns wall time and the command's peak RSS.
+func measure(_ args: [String], env: [String: String] = [:], captureStdout: Bool = false) -> Measured {
+    let outPath = captureStdout ? "/tmp/ctctl-bench-out-\(getpid())" : "/dev/null"
+    let report = "/tmp/ctctl-bench-report-\(getpid())"
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    posix_spawn_file_actions_addopen(&actions, 1, report, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    let environment = ProcessInfo.processInfo.environment.merging(env) { $1 }.map { "\($0)=\($1)" }
+    var argv: [UnsafeMutablePointer<CChar>?] = ([opts.runner, outPath] + args).map { strdup($0) } + [nil]
+    var envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
+    defer { (argv + envp).forEach { free($0) } }
+    var pid: pid_t = 0
+    guard posix_spawn(&pid, opts.runner, &actions, nil, &argv, &envp) == 0 else { fatalError("cannot run \(opts.runner)") }
+    var status: Int32 = 0
+    waitpid(pid, &status, 0)
+    let fields = ((try? String(contentsOfFile: report, encoding: .utf8)) ?? "").split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    unlink(report)
+    guard fields.count == 3 else { fatalError("the bench runner failed for \(args.joined(separator: " "))") }
+    let out = captureStdout ? ((try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "") : ""
+    if captureStdout { unlink(outPath) }
+    return Measured(wall: Double(fields[0]) / 1e9, rssKiB: fields[1], status: fields[2], out: out)
+}
+
+func median(_ xs: [Double]) -> Double {
+    let s = xs.sorted()
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+
+// MARK: one map size
+
+struct Row {
+    let name: String
+    let wall: Double
+    let rssKiB: Int
+    let runs: Int
+}
+
+func fmtTime(_ s: Double) -> String { s < 1 ? String(format: "%.0f ms", s * 1000) : String(format: "%.2f s", s) }
+func fmtRSS(_ k: Int) -> String { String(format: "%.1f MiB", Double(k) / 1024) }
+
+final class SizeBench {
+    let n: Int
+    let pins: PinDirectory
+    let fill: BenchFill
+    var counts = BenchFill.Counts()
+    var present = 0
+    var ctSize: UInt32 = 0
+    var rows: [Row] = []
+
+    init(_ n: Int, pins: PinDirectory? = nil) {
+        self.n = n
+        self.pins = pins ?? PinDirectory("/sys/fs/bpf/ctctl-bench-\(getpid())-\(n)")
+        fill = BenchFill(entries: n)
+    }
+
+    func setUp() throws {
+        var o = LoadOptions()
+        // LRU maps evict before they are full: size the map well above N
+        var size: UInt32 = 1024
+        while Int(size) < n * 2 { size *= 2 }
+        ctSize = size
+        o.ctSize = size
+        o.timeouts = try Timeouts(parsing: "udp=30s,tcp=120s")
+        try Loader.load(pins, options: o)
+        let dp = try Dataplane(pins, readOnly: false)
+        try fill.createServices(dp, lock: WriterLock(pins))
+        counts = try fill.write(dp, now: Timestamp.monotonicNow())
+        present = Int(measure([opts.floor, pins.pin("ct")], captureStdout: true).out.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+    }
+
+    func refillAll() throws {
+        let dp = try Dataplane(pins, readOnly: false)
+        try fill.write(dp, now: Timestamp.monotonicNow())
+    }
+
+    func tearDown() { try? Loader.unload(pins) }
+
+    /// `ok`: the exit statuses that mean the command did its job.
+    func time(_ name: String, _ args: [String], runs: Int? = nil, ok: Set<Int> = [0]) throws {
+        var walls: [Double] = []
+        var rss = 0
+        for _ in 0..<(runs ?? opts.runs) {
+            // every run sees the same map: N entries, exactly the planned share stale (entries
+            // age while the benchmark runs, and heal and remove delete some)
+            try refillAll()
+            let m = measure(args, env: [PinDirectory.environmentVariable: pins.path])
+            guard ok.contains(m.status) else {
+                throw CtctlError(.software, "\(args.joined(separator: " ")) exited \(m.status)")
+            }
+            walls.append(m.wall)
+            rss = max(rss, m.rssKiB)
+        }
+        rows.append(Row(name: name, wall: median(walls), rssKiB: rss, runs: runs ?? opts.runs))
+        FileHandle.standardError.write("  \(name): \(fmtTime(median(walls))), \(fmtRSS(rss))\n".data(using: .utf8)!)
+    }
+
+    func run() throws {
+        FileHandle.standardError.write("N=\(n): loading and filling...\n".data(using: .utf8)!)
+        try setUp()
+        defer { tearDown() }
+        FileHandle.standardError.write("  \(present) entries present in a \(ctSize)-entry map (\(counts.stale) stale)\n".data(using: .utf8)!)
+        let ct = pins.pin("ct")
+        try time("floor: C loop of BPF_MAP_LOOKUP_BATCH", [opts.floor, ct])
+        try time("bpftool map dump", ["bpftool", "map", "dump", "pinned", ct], runs: n > 1_000_000 ? 1 : 3)
+        if n <= opts.bpftoolJSONMax { try time("bpftool -j map dump", ["bpftool", "-j", "map", "dump", "pinned", ct], runs: n > 1_000_000 ? 1 : 3) }
+        try time("ctctl conntrack list -o json", [opts.ctctl, "conntrack", "list", "-o", "json"])
+        try time("ctctl conntrack list --count", [opts.ctctl, "conntrack", "list", "--count"])
+        try time("ctctl conntrack list --stale --count", [opts.ctctl, "conntrack", "list", "--stale", "--count"])
+        try time("ctctl conntrack list --dport 161 --count", [opts.ctctl, "conntrack", "list", "--dport", "161", "--count"])
+        try time("ctctl heal --once --dry-run", [opts.ctctl, "heal", "--once", "--dry-run", "-o", "json"])
+        try time("ctctl heal --once", [opts.ctctl, "heal", "--once", "-o", "json"])
+        let (vip, client) = fill.samplePair()
+        try time("ctctl conntrack remove udp VIP CLIENT", [opts.ctctl, "conntrack", "remove", "udp", vip.description, client.description])
+    }
+
+    func row(_ name: String) -> Row? { rows.first { $0.name == name } }
+}
+
+// MARK: the datapath
+
+/// Per-packet cost of each path: BPF_PROG_TEST_RUN with repeat 1 and a fresh packet each
+/// call (a rewriting path never sees its own output), timed by the kernel's run-time
+/// statistics (bpf_enable_stats: run_time_ns / run_cnt of the program).
+final class DatapathBench {
+    struct Result {
+        let path: String
+        let on: Double
+        let off: Double
+    }
+
+    let rounds = 7
+    let packetsPerRound = 20_000
+
+    func progStats(_ fd: Int32) -> (UInt64, UInt64) {
+        var info = bpf_prog_info()
+        var len = UInt32(MemoryLayout<bpf_prog_info>.size)
+        bpf_obj_get_info_by_fd(fd, &info, &len)
+        return (info.run_time_ns, info.run_cnt)
+    }
+
+    /// Mean ns per run of `packets`, sent one BPF_PROG_TEST_RUN each.
+    func perPacket(_ dp: Dataplane, _ packets: [[UInt8]]) throws -> Double {
+        let fd = CLibBPF_obj_get(dp.pinDir.pin("prog_tc"), 0)
+        defer { close(fd) }
+        var out = [UInt8](repeating: 0, count: 256)
+        let (t0, c0) = progStats(fd)
+        for p in packets {
+            var size = UInt32(out.count)
+            var ret: UInt32 = 0, dur: UInt32 = 0
+            _ = p.withUnsafeBytes { CLibBPF_prog_test_run(fd, $0.baseAddress, UInt32($0.count), &out, &size, nil, 0, 1, &ret, &dur) }
+        }
+        let (t1, c1) = progStats(fd)
+        return Double(t1 - t0) / Double(max(1, c1 - c0))
+    }
+
+    static func udp(_ src: Endpoint, _ dst: Endpoint) -> [UInt8] {
+        // Ethernet + IPv4 + UDP with 4 bytes of payload; checksums do not matter to the cost
+        var f: [UInt8] = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00]
+        f += [0x45, 0, 0, 32, 0, 0, 0x40, 0, 64, 17, 0, 0] + src.address.bytes + dst.address.bytes
+        f += [UInt8(src.port >> 8), UInt8(src.port & 0xff), UInt8(dst.port >> 8), UInt8(dst.port & 0xff), 0, 12, 0, 0, 1, 2, 3, 4]
+        return f
+    }
+
+    func run() throws -> [Result] {
+        let statsFD = bpf_enable_stats(BPF_STATS_RUN_TIME)
+        guard statsFD >= 0 else { throw CtctlError(.software, "bpf_enable_stats failed: \(Errno(-statsFD))") }
+        defer { close(statsFD) }
+        var loaded: [(Bool, PinDirectory, Dataplane)] = []
+        defer { for (_, p, _) in loaded { try? Loader.unload(p) } }
+        for epoch in [true, false] {
+            var o = LoadOptions()
+            o.serviceEpoch = epoch
+            o.ctSize = 1 << 20
+            let p = PinDirectory("/sys/fs/bpf/ctctl-bench-dp-\(getpid())-\(epoch ? "on" : "off")")
+            try Loader.load(p, options: o)
+            let dp = try Dataplane(p, readOnly: false)
+            try Services.set(dp, ServiceRef("198.19.0.10:161/udp")!, backends: [Endpoint("198.18.2.2:1161")!, Endpoint("198.18.3.2:1161")!],
+                             lock: WriterLock(p))
+            loaded.append((epoch, p, dp))
+        }
+        let client = Endpoint("198.18.1.2:40000")!, vip = Endpoint("198.19.0.10:161")!, host = Endpoint("198.18.9.9:53")!
+        var samples: [String: [Bool: [Double]]] = [:]
+        var missPort = 1024
+        for _ in 0..<rounds {
+            for (epoch, _, dp) in loaded {
+                // set up the entries the hit paths use (first packet creates them)
+                _ = try perPacket(dp, [DatapathBench.udp(client, host), DatapathBench.udp(client, vip)])
+                samples["conntrack hit, normal entry", default: [:]][epoch, default: []]
+                    .append(try perPacket(dp, Array(repeating: DatapathBench.udp(client, host), count: packetsPerRound)))
+                samples["conntrack hit, NAT forward (DNAT)", default: [:]][epoch, default: []]
+                    .append(try perPacket(dp, Array(repeating: DatapathBench.udp(client, vip), count: packetsPerRound)))
+                let backend = try Conntrack.lookup(dp, FlowKey(proto: .udp, src: client, dst: vip))?.nat ?? Endpoint("198.18.2.2:1161")!
+                samples["conntrack hit, NAT reverse (reply)", default: [:]][epoch, default: []]
+                    .append(try perPacket(dp, Array(repeating: DatapathBench.udp(backend, client), count: packetsPerRound)))
+                var misses: [[UInt8]] = []
+                for _ in 0..<(packetsPerRound / 4) {
+                    missPort += 1
+                    misses.append(DatapathBench.udp(Endpoint(address: IPAddress("198.18.\(100 + missPort / 60000).\(missPort % 250 + 1)")!, port: UInt16(1024 + missPort % 60000)), vip))
+                }
+                samples["miss, new NAT pair written", default: [:]][epoch, default: []].append(try perPacket(dp, misses))
+            }
+        }
+        return ["conntrack hit, normal entry", "conntrack hit, NAT forward (DNAT)", "conntrack hit, NAT reverse (reply)", "miss, new NAT pair written"]
+            .map { Result(path: $0, on: median(samples[$0]![true]!), off: median(samples[$0]![false]!)) }
+    }
+}
+
+// MARK: report
+
+func machine() -> String {
+    let cpu = ((try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "").split(separator: "\n")
+        .first { $0.hasPrefix("model name") }.map { String($0.split(separator: ":", maxSplits: 1)[1]).trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
+    var u = utsname()
+    uname(&u)
+    let release = withUnsafeBytes(of: u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    let mem = ProcessInfo.processInfo.physicalMemory / (1 << 30)
+    return "Linux \(release), \(ProcessInfo.processInfo.activeProcessorCount) cores (\(cpu)), \(mem) GiB"
+}
+
+var out = ""
+@MainActor func emit(_ s: String = "") {
+    print(s)
+    out += s + "\n"
+}
+
+if let dir = opts.fillOnly {
+    let b = SizeBench(opts.sizes[0], pins: PinDirectory(dir))
+    do { try b.setUp() } catch {
+        FileHandle.standardError.write("ctctl-bench: \(error)\n".data(using: .utf8)!)
+        exit(1)
+    }
+    print("filled \(dir): \(b.present) entries, \(b.counts.stale) stale; remove with `ctctl dataplane unload --pin-dir \(dir)`")
+    exit(0)
+}
+
+var benches: [SizeBench] = []
+for n in opts.sizes {
+    let b = SizeBench(n)
+    do { try b.run() } catch {
+        FileHandle.standardError.write("ctctl-bench: N=\(n): \(error)\n".data(using: .utf8)!)
+        exit(1)
+    }
+    benches.append(b)
+}
+FileHandle.standardError.write("datapath...\n".data(using: .utf8)!)
+let datapath: [DatapathBench.Result]
+do { datapath = try DatapathBench().run() } catch {
+    FileHandle.standardError.write("ctctl-bench: datapath: \(error)\n".data(using: .utf8)!)
+    exit(1)
+}
+
+emit("Machine: \(machine())")
+emit("Median of \(opts.runs) runs (bpftool: 3 runs, 1 above 1M entries); peak RSS is the largest of the runs (wait4 ru_maxrss).")
+var verdicts: [(String, Bool)] = []
+for b in benches {
+    emit()
+    emit("### \(b.n) entries")
+    emit()
+    emit("\(b.present) entries present in a \(b.ctSize)-entry LRU map: \(b.counts.normal + b.counts.missedNAT + b.counts.expired) normal, \(b.counts.natPairs + b.counts.orphanPairs) NAT pairs, \(b.counts.halfPairs) half pairs; \(b.counts.stale) stale (\(b.counts.missedNAT) missed-nat, \(b.counts.orphanPairs * 2) orphan-nat, \(b.counts.halfPairs) half-pair, \(b.counts.expired) expired).")
+    emit()
+    emit("| command | wall | peak RSS | ratio |")
+    emit("| --- | --- | --- | --- |")
+    let floor = b.rows[0].wall
+    let ctJSON = b.row("ctctl conntrack list -o json")!.wall
+    for r in b.rows {
+        var ratio = String(format: "%.2fx floor", r.wall / floor)
+        if r.name.hasPrefix("bpftool") { ratio += String(format: ", %.1fx ctctl -o json", r.wall / ctJSON) }
+        if r.name.hasPrefix("floor") { ratio = "1.00 (the floor)" }
+        emit("| `\(r.name)` | \(fmtTime(r.wall)) | \(fmtRSS(r.rssKiB)) | \(ratio) |")
+    }
+    let count = b.row("ctctl conntrack list --count")!.wall / floor
+    let stale = b.row("ctctl conntrack list --stale --count")!.wall / floor
+    let heal = b.row("ctctl heal --once")!.wall / floor
+    let dry = b.row("ctctl heal --once --dry-run")!.wall / floor
+    let rss = b.rows.filter { $0.name.hasPrefix("ctctl") }.map(\.rssKiB).max()! / 1024
+    verdicts.append(("N=\(b.n): list --count \(String(format: "%.2f", count))x floor (target <= 1.5x)", count <= 1.5))
+    verdicts.append(("N=\(b.n): list --stale --count \(String(format: "%.2f", stale))x floor (target <= 1.5x)", stale <= 1.5))
+    verdicts.append(("N=\(b.n): heal --once \(String(format: "%.2f", heal))x floor (target <= 3x)", heal <= 3))
+    verdicts.append(("N=\(b.n): heal --once --dry-run \(String(format: "%.2f", dry))x floor (no target; the same judge as heal)", true))
+    if let j = b.row("bpftool -j map dump") {
+        let speed = j.wall / ctJSON
+        verdicts.append(("N=\(b.n): list -o json \(String(format: "%.1f", speed))x faster than bpftool -j (target >= 5x)", speed >= 5))
+    }
+    verdicts.append(("N=\(b.n): peak RSS of list and heal \(rss) MiB (target <= 64 MiB)", rss <= 64))
+}
+emit()
+emit("### Datapath, per packet")
+emit()
+emit("| path | epoch check on | epoch check off | on / off |")
+emit("| --- | --- | --- | --- |")
+for d in datapath {
+    emit(String(format: "| %@ | %.1f ns | %.1f ns | %.3f |", d.path, d.on, d.off, d.on / d.off))
+    if d.path.hasPrefix("conntrack hit") {
+        verdicts.append((String(format: "%@: epoch check costs %+.1f%% (target <= 5%%)", d.path, (d.on / d.off - 1) * 100), d.on / d.off <= 1.05))
+    }
+}
+emit()
+emit("### Targets")
+emit()
+for (text, ok) in verdicts { emit("- \(ok ? "met" : "MISSED"): \(text)") }
+
+if let path = opts.writeDoc {
+    let doc = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+    let marker = "<!-- results -->"
+    let head = doc.components(separatedBy: marker).first ?? doc
+    try? (head + marker + "\n\n" + out).write(toFile: path, atomically: true, encoding: .utf8)
+    FileHandle.standardError.write("wrote \(path)\n".data(using: .utf8)!)
+}
