@@ -156,7 +156,8 @@ public struct IPProto: Hashable, Sendable, CustomStringConvertible {
         case "tcp": self = .tcp
         default:
             guard !text.isEmpty, text.count <= 3, text.allSatisfy({ $0.isASCII && $0.isNumber }),
-                  let n = UInt8(text) else { return nil }
+                let n = UInt8(text)
+            else { return nil }
             self.init(n)
         }
     }
@@ -183,8 +184,9 @@ public struct ServiceRef: Hashable, Sendable, CustomStringConvertible {
 
     public init?(_ text: String) {
         guard let slash = text.lastIndex(of: "/"),
-              let vip = Endpoint(String(text[..<slash])),
-              let proto = IPProto(String(text[text.index(after: slash)...])) else { return nil }
+            let vip = Endpoint(String(text[..<slash])),
+            let proto = IPProto(String(text[text.index(after: slash)...]))
+        else { return nil }
         self.init(vip: vip, proto: proto)
     }
 
@@ -194,7 +196,9 @@ public struct ServiceRef: Hashable, Sendable, CustomStringConvertible {
 /// Durations as operators write them: `500ms`, `60s`, `10m`, `1h`, or plain seconds.
 public enum DurationText {
     public static func parseNanoseconds(_ text: String) -> UInt64? {
-        let units: [(String, UInt64)] = [("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000), ("h", 3_600_000_000_000)]
+        let units: [(String, UInt64)] = [
+            ("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000), ("h", 3_600_000_000_000),
+        ]
         for (suffix, scale) in units where text.hasSuffix(suffix) {
             let number = text.dropLast(suffix.count)
             if suffix == "s" && number.hasSuffix("m") { continue }

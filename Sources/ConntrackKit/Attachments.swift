@@ -5,8 +5,8 @@ import Glibc
 public struct Attachment: Sendable {
     public enum State: String, Sendable {
         case attached
-        case replaced = "replaced"            // another program holds ctctl's TC handle
-        case detached = "not-attached"        // the interface exists, ctctl's filter does not
+        case replaced = "replaced"  // another program holds ctctl's TC handle
+        case detached = "not-attached"  // the interface exists, ctctl's filter does not
         case interfaceGone = "interface-gone"
         case netnsGone = "netns-gone"
     }
@@ -85,9 +85,11 @@ public enum Attachments {
             do throws(Errno) {
                 try Errno.check { CLibBPF_tc_detach(ifindex) }
                 return true
-            } catch where error.code == ENOENT {
+            } catch  where error.code == ENOENT {
                 if recorded != nil { return false }
-                throw CtctlError.usage("ctctl is not attached to \(ifname)\(netns.map { " in network namespace '\($0)'" } ?? ""): see `ctctl dataplane status`")
+                throw CtctlError.usage(
+                    "ctctl is not attached to \(ifname)\(netns.map { " in network namespace '\($0)'" } ?? ""): see `ctctl dataplane status`"
+                )
             } catch {
                 throw CtctlError.from(error, doing: "detaching from", path: ifname)
             }
@@ -106,8 +108,10 @@ public enum Attachments {
                     let netns = string(reader.keys[i].netns)
                     let ifname = string(reader.keys[i].ifname)
                     let v = reader.values[i]
-                    out.append(Attachment(netns: netns, ifname: ifname, ifindex: v.ifindex, progID: v.prog_id,
-                                          attachedAt: v.attached_at, state: probe(netns: netns, ifname: ifname, progID: v.prog_id)))
+                    out.append(
+                        Attachment(
+                            netns: netns, ifname: ifname, ifindex: v.ifindex, progID: v.prog_id,
+                            attachedAt: v.attached_at, state: probe(netns: netns, ifname: ifname, progID: v.prog_id)))
                 }
                 return true
             }

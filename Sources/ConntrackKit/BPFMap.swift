@@ -8,22 +8,30 @@ public struct MapSpec: Sendable {
     public let keySize: Int
     public let valueSize: Int
 
-    public static let ct = MapSpec(pin: CTCTL_PIN_CT, type: BPF_MAP_TYPE_LRU_HASH,
-                                   keySize: MemoryLayout<ctctl_ct_key>.size, valueSize: MemoryLayout<ctctl_ct_value>.size)
-    public static let natFrontend = MapSpec(pin: CTCTL_PIN_NAT_FE, type: BPF_MAP_TYPE_HASH,
-                                            keySize: MemoryLayout<ctctl_fe_key>.size, valueSize: MemoryLayout<ctctl_fe_value>.size)
-    public static let natBackend = MapSpec(pin: CTCTL_PIN_NAT_BE, type: BPF_MAP_TYPE_HASH,
-                                           keySize: MemoryLayout<ctctl_be_key>.size, valueSize: MemoryLayout<ctctl_be_value>.size)
-    public static let counters = MapSpec(pin: CTCTL_PIN_COUNTERS, type: BPF_MAP_TYPE_PERCPU_ARRAY,
-                                         keySize: 4, valueSize: MemoryLayout<ctctl_counters>.size)
-    public static let attach = MapSpec(pin: CTCTL_PIN_ATTACH, type: BPF_MAP_TYPE_HASH,
-                                       keySize: MemoryLayout<ctctl_attach_key>.size, valueSize: MemoryLayout<ctctl_attach_value>.size)
-    public static let stage = MapSpec(pin: CTCTL_PIN_STAGE, type: BPF_MAP_TYPE_ARRAY,
-                                      keySize: 4, valueSize: MemoryLayout<ctctl_stage_slot>.size)
-    public static let config = MapSpec(pin: CTCTL_PIN_CONFIG, type: BPF_MAP_TYPE_ARRAY,
-                                       keySize: 4, valueSize: MemoryLayout<ctctl_config>.size)
-    public static let state = MapSpec(pin: CTCTL_PIN_STATE, type: BPF_MAP_TYPE_ARRAY,
-                                      keySize: 4, valueSize: MemoryLayout<ctctl_state>.size)
+    public static let ct = MapSpec(
+        pin: CTCTL_PIN_CT, type: BPF_MAP_TYPE_LRU_HASH,
+        keySize: MemoryLayout<ctctl_ct_key>.size, valueSize: MemoryLayout<ctctl_ct_value>.size)
+    public static let natFrontend = MapSpec(
+        pin: CTCTL_PIN_NAT_FE, type: BPF_MAP_TYPE_HASH,
+        keySize: MemoryLayout<ctctl_fe_key>.size, valueSize: MemoryLayout<ctctl_fe_value>.size)
+    public static let natBackend = MapSpec(
+        pin: CTCTL_PIN_NAT_BE, type: BPF_MAP_TYPE_HASH,
+        keySize: MemoryLayout<ctctl_be_key>.size, valueSize: MemoryLayout<ctctl_be_value>.size)
+    public static let counters = MapSpec(
+        pin: CTCTL_PIN_COUNTERS, type: BPF_MAP_TYPE_PERCPU_ARRAY,
+        keySize: 4, valueSize: MemoryLayout<ctctl_counters>.size)
+    public static let attach = MapSpec(
+        pin: CTCTL_PIN_ATTACH, type: BPF_MAP_TYPE_HASH,
+        keySize: MemoryLayout<ctctl_attach_key>.size, valueSize: MemoryLayout<ctctl_attach_value>.size)
+    public static let stage = MapSpec(
+        pin: CTCTL_PIN_STAGE, type: BPF_MAP_TYPE_ARRAY,
+        keySize: 4, valueSize: MemoryLayout<ctctl_stage_slot>.size)
+    public static let config = MapSpec(
+        pin: CTCTL_PIN_CONFIG, type: BPF_MAP_TYPE_ARRAY,
+        keySize: 4, valueSize: MemoryLayout<ctctl_config>.size)
+    public static let state = MapSpec(
+        pin: CTCTL_PIN_STATE, type: BPF_MAP_TYPE_ARRAY,
+        keySize: 4, valueSize: MemoryLayout<ctctl_state>.size)
 
     public static let all: [MapSpec] = [.ct, .natFrontend, .natBackend, .counters, .attach, .stage, .config, .state]
 }
@@ -67,8 +75,9 @@ public final class BPFMap: @unchecked Sendable {
             close(fd)
             throw error
         }
-        info = MapInfo(id: raw.id, type: raw.type, keySize: Int(raw.key_size), valueSize: Int(raw.value_size),
-                       maxEntries: raw.max_entries, flags: raw.map_flags)
+        info = MapInfo(
+            id: raw.id, type: raw.type, keySize: Int(raw.key_size), valueSize: Int(raw.value_size),
+            maxEntries: raw.max_entries, flags: raw.map_flags)
     }
 
     deinit { close(fd) }
@@ -92,13 +101,17 @@ public final class BPFMap: @unchecked Sendable {
         let i = map.info
         var problems: [String] = []
         if i.type != spec.type.rawValue {
-            problems.append("type \(i.typeName), expected \(MapInfo(id: 0, type: spec.type.rawValue, keySize: 0, valueSize: 0, maxEntries: 0, flags: 0).typeName)")
+            problems.append(
+                "type \(i.typeName), expected \(MapInfo(id: 0, type: spec.type.rawValue, keySize: 0, valueSize: 0, maxEntries: 0, flags: 0).typeName)"
+            )
         }
         if i.keySize != spec.keySize { problems.append("key size \(i.keySize), expected \(spec.keySize)") }
         if i.valueSize != spec.valueSize { problems.append("value size \(i.valueSize), expected \(spec.valueSize)") }
         if !problems.isEmpty {
-            throw CtctlError(.badLayout,
-                             "\(path) has another layout (\(problems.joined(separator: ", "))): it was not made by this ctctl (map ABI \(CTCTL_ABI_VERSION)); refusing to use it")
+            throw CtctlError(
+                .badLayout,
+                "\(path) has another layout (\(problems.joined(separator: ", "))): it was not made by this ctctl (map ABI \(CTCTL_ABI_VERSION)); refusing to use it"
+            )
         }
         return map
     }
@@ -110,7 +123,7 @@ public final class BPFMap: @unchecked Sendable {
         do {
             try Errno.check { bpf_map_lookup_elem(fd, key, value) }
             return true
-        } catch where error.code == ENOENT {
+        } catch  where error.code == ENOENT {
             return false
         }
     }
@@ -125,7 +138,7 @@ public final class BPFMap: @unchecked Sendable {
         do {
             try Errno.check { bpf_map_delete_elem(fd, key) }
             return true
-        } catch where error.code == ENOENT {
+        } catch  where error.code == ENOENT {
             return false
         }
     }
@@ -196,7 +209,7 @@ public final class BatchReader<Key, Value> {
                         ? CLibBPF_map_lookup_batch(map.fd, nil, &outBatch, keys, values, &count)
                         : CLibBPF_map_lookup_batch(map.fd, &inBatch, &outBatch, keys, values, &count)
                 }
-            } catch where error.code == ENOENT {
+            } catch  where error.code == ENOENT {
                 end = true  // the last batch: `count` entries may still have been copied
             } catch {
                 throw CtctlError.from(error, doing: "reading", path: map.path)

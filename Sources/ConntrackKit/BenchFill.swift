@@ -19,8 +19,9 @@ public struct BenchFill {
 
     /// Service i: 198.19.(i / 256).(i % 256):161/udp for even i, :80/tcp for odd i.
     public static func service(_ i: Int) -> ServiceRef {
-        ServiceRef(vip: Endpoint(address: IPAddress("198.19.\(i / 256).\(i % 256)")!, port: i % 2 == 0 ? 161 : 80),
-                   proto: i % 2 == 0 ? .udp : .tcp)
+        ServiceRef(
+            vip: Endpoint(address: IPAddress("198.19.\(i / 256).\(i % 256)")!, port: i % 2 == 0 ? 161 : 80),
+            proto: i % 2 == 0 ? .udp : .tcp)
     }
 
     public static func backend(_ svc: Int, _ b: Int) -> Endpoint {
@@ -49,7 +50,9 @@ public struct BenchFill {
     /// Creates the services (the orphan ones are created and deleted again, as in life).
     public func createServices(_ dp: Dataplane, lock: WriterLock) throws {
         for i in 0..<BenchFill.services {
-            try Services.set(dp, BenchFill.service(i), backends: (0..<BenchFill.backendsPerService).map { BenchFill.backend(i, $0) }, lock: lock)
+            try Services.set(
+                dp, BenchFill.service(i), backends: (0..<BenchFill.backendsPerService).map { BenchFill.backend(i, $0) },
+                lock: lock)
         }
     }
 
@@ -125,25 +128,33 @@ public struct BenchFill {
         }
         func normal(_ flow: Int, to dst: Endpoint, proto: IPProto, created: UInt64, lastSeen: UInt64) throws {
             let (ca, cp) = BenchFill.client(flow)
-            try put(FlowKey(proto: proto, src: Endpoint(address: ca, port: cp), dst: dst).raw, value(.normal, created: created, lastSeen: lastSeen))
+            try put(
+                FlowKey(proto: proto, src: Endpoint(address: ca, port: cp), dst: dst).raw,
+                value(.normal, created: created, lastSeen: lastSeen))
         }
         // Plan: stale entries are ~staleFraction of all entries; the rest is 1/3 normal
         // entries and 2/3 NAT halves.
         let staleEntries = Int(Double(total) * staleFraction)
-        let missed = staleEntries * 3 / 10, orphans = staleEntries * 4 / 10 / 2, expired = staleEntries * 2 / 10
+        let missed = staleEntries * 3 / 10
+        let orphans = staleEntries * 4 / 10 / 2
+        let expired = staleEntries * 2 / 10
         let halves = staleEntries - missed - orphans * 2 - expired
         let (_, freshNormal, freshPairs, live) = plan  // services live..63 get orphan pairs (a backend port they lack)
         var flow = 0
         // fresh normal entries (to hosts that are not services)
         for _ in 0..<freshNormal {
-            try normal(flow, to: Endpoint(address: IPAddress("198.18.250.\(flow % 250 + 1)")!, port: 53), proto: .udp, created: age(300), lastSeen: age(UInt64(flow % 20)))
+            try normal(
+                flow, to: Endpoint(address: IPAddress("198.18.250.\(flow % 250 + 1)")!, port: 53), proto: .udp, created: age(300),
+                lastSeen: age(UInt64(flow % 20)))
             flow += 1
             c.normal += 1
         }
         for _ in 0..<freshPairs {
             let s = flow % live
-            try pair(flow, svc: BenchFill.service(s), backend: BenchFill.backend(s, flow % BenchFill.backendsPerService), created: age(300),
-                     lastSeen: age(UInt64(flow % 20)))
+            try pair(
+                flow, svc: BenchFill.service(s), backend: BenchFill.backend(s, flow % BenchFill.backendsPerService),
+                created: age(300),
+                lastSeen: age(UInt64(flow % 20)))
             flow += 1
             c.natPairs += 1
         }
@@ -155,19 +166,25 @@ public struct BenchFill {
         }
         for _ in 0..<orphans {
             let s = live + flow % 8
-            try pair(flow, svc: BenchFill.service(s), backend: Endpoint(address: BenchFill.backend(s, 0).address, port: 9090), created: age(300), lastSeen: age(1))
+            try pair(
+                flow, svc: BenchFill.service(s), backend: Endpoint(address: BenchFill.backend(s, 0).address, port: 9090),
+                created: age(300), lastSeen: age(1))
             flow += 1
             c.orphanPairs += 1
         }
         let idle = timeouts.udp / sec + 10
         for _ in 0..<expired {
-            try normal(flow, to: Endpoint(address: IPAddress("198.18.251.\(flow % 250 + 1)")!, port: 53), proto: .udp, created: age(idle + 100), lastSeen: age(idle))
+            try normal(
+                flow, to: Endpoint(address: IPAddress("198.18.251.\(flow % 250 + 1)")!, port: 53), proto: .udp,
+                created: age(idle + 100), lastSeen: age(idle))
             flow += 1
             c.expired += 1
         }
         for _ in 0..<halves {
             let s = flow % live
-            try pair(flow, svc: BenchFill.service(s), backend: BenchFill.backend(s, 0), created: age(300), lastSeen: age(1), half: true)
+            try pair(
+                flow, svc: BenchFill.service(s), backend: BenchFill.backend(s, 0), created: age(300), lastSeen: age(1), half: true
+            )
             flow += 1
             c.halfPairs += 1
         }

@@ -100,7 +100,9 @@ public struct ByteWriter {
         withUnsafeBytes(of: &groups) { raw in
             let g = raw.bindMemory(to: UInt16.self)
             // the longest run of zero groups (the first of equals), if at least two long
-            var bestStart = -1, bestLen = 0, i = 0
+            var bestStart = -1
+            var bestLen = 0
+            var i = 0
             while i < 8 {
                 guard g[i] == 0 else {
                     i += 1

@@ -15,8 +15,10 @@ public enum Conntrack {
 
     /// Streams the whole map in batches of raw entries; memory stays at one batch.
     /// The body returns false to stop early.
-    public static func scan(_ dp: Dataplane, batchSize: Int = 8192,
-                            _ body: (_ keys: UnsafePointer<ctctl_ct_key>, _ values: UnsafePointer<ctctl_ct_value>, _ count: Int) throws -> Bool) throws {
+    public static func scan(
+        _ dp: Dataplane, batchSize: Int = 8192,
+        _ body: (_ keys: UnsafePointer<ctctl_ct_key>, _ values: UnsafePointer<ctctl_ct_value>, _ count: Int) throws -> Bool
+    ) throws {
         let reader = BatchReader<ctctl_ct_key, ctctl_ct_value>(capacity: batchSize)
         try reader.read(dp.ct) { n in try body(reader.keys, reader.values, n) }
     }
@@ -38,7 +40,7 @@ public struct TCRun: Sendable {
     public let packet: [UInt8]
     public let durationNs: UInt32
 
-    public static let ok: UInt32 = 0    // TC_ACT_OK
+    public static let ok: UInt32 = 0  // TC_ACT_OK
     public static let shot: UInt32 = 2  // TC_ACT_SHOT
 }
 
@@ -60,8 +62,9 @@ extension Dataplane {
             try Errno.check {
                 outSize = UInt32(out.count)
                 return packet.withUnsafeBytes { input in
-                    CLibBPF_prog_test_run(fd, input.baseAddress, UInt32(input.count), &out, &outSize, nil, 0,
-                                          Int32(count), &verdict, &duration)
+                    CLibBPF_prog_test_run(
+                        fd, input.baseAddress, UInt32(input.count), &out, &outSize, nil, 0,
+                        Int32(count), &verdict, &duration)
                 }
             }
         } catch {

@@ -18,7 +18,9 @@ public struct Timeouts: Sendable, Equatable {
         for item in text.split(separator: ",") {
             let kv = item.split(separator: "=", maxSplits: 1).map(String.init)
             guard kv.count == 2, let ns = DurationText.parseNanoseconds(kv[1]), ns > 0 else {
-                throw .usage("bad timeout '\(item)': write NAME=DURATION, e.g. udp=60s,tcp=1h (names: \(Timeouts.names.joined(separator: ", ")))")
+                throw .usage(
+                    "bad timeout '\(item)': write NAME=DURATION, e.g. udp=60s,tcp=1h (names: \(Timeouts.names.joined(separator: ", ")))"
+                )
             }
             switch kv[0] {
             case "udp": udp = ns
@@ -78,11 +80,14 @@ public final class Dataplane: @unchecked Sendable {
             throw CtctlError.from(error, doing: "reading", path: configMap.path)
         }
         guard let cfg, cfg.magic == CTCTL_MAGIC else {
-            throw CtctlError(.badLayout, "\(configMap.path) is not a ctctl dataplane configuration: refusing to use \(pinDir.path)")
+            throw CtctlError(
+                .badLayout, "\(configMap.path) is not a ctctl dataplane configuration: refusing to use \(pinDir.path)")
         }
         guard cfg.abi_version == CTCTL_ABI_VERSION else {
-            throw CtctlError(.badLayout,
-                             "\(pinDir.path) holds a dataplane with map ABI \(cfg.abi_version); this ctctl speaks ABI \(CTCTL_ABI_VERSION): use the ctctl that loaded it, or unload and load again")
+            throw CtctlError(
+                .badLayout,
+                "\(pinDir.path) holds a dataplane with map ABI \(cfg.abi_version); this ctctl speaks ABI \(CTCTL_ABI_VERSION): use the ctctl that loaded it, or unload and load again"
+            )
         }
         config = cfg
         ct = try BPFMap.open(pinDir.pin(CTCTL_PIN_CT), spec: .ct, readOnly: readOnly)

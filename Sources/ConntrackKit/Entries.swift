@@ -103,7 +103,8 @@ public struct ConntrackEntry: Sendable {
                 }
             }
             nat = Endpoint(address: natAddr, port: UInt16(bigEndian: v.nat_port))
-            service = ServiceRef(vip: Endpoint(address: svcAddr, port: UInt16(bigEndian: v.svc_port)), proto: IPProto(v.svc_proto))
+            service = ServiceRef(
+                vip: Endpoint(address: svcAddr, port: UInt16(bigEndian: v.svc_port)), proto: IPProto(v.svc_proto))
             partner = FlowKey(v.partner)
         }
     }

@@ -20,8 +20,10 @@ public enum EntryJSON {
     static func flags(_ w: inout ByteWriter, _ f: UInt32) {
         w.byte(91)
         var first = true
-        for (bit, name) in [(CTCTL_CT_F_FIN, "\"fin\""), (CTCTL_CT_F_RST, "\"rst\""), (CTCTL_CT_F_SEEN_REPLY, "\"seen-reply\""),
-                            (CTCTL_CT_F_CONVERTED, "\"converted\"")] where f & bit != 0 {
+        for (bit, name) in [
+            (CTCTL_CT_F_FIN, "\"fin\""), (CTCTL_CT_F_RST, "\"rst\""), (CTCTL_CT_F_SEEN_REPLY, "\"seen-reply\""),
+            (CTCTL_CT_F_CONVERTED, "\"converted\""),
+        ] where f & bit != 0 {
             if !first { w.byte(44) }
             w.text(name)
             first = false
@@ -31,8 +33,10 @@ public enum EntryJSON {
 
     /// Writes one entry object; `extra` appends fields before the closing brace.
     @inline(__always)
-    public static func write(_ e: EntryView, now: UInt64, reason: StaleReason?, into w: inout ByteWriter,
-                             extra: ((inout ByteWriter) -> Void)? = nil) {
+    public static func write(
+        _ e: EntryView, now: UInt64, reason: StaleReason?, into w: inout ByteWriter,
+        extra: ((inout ByteWriter) -> Void)? = nil
+    ) {
         w.ascii("{\"proto\":\"")
         w.proto(e.proto)
         w.ascii("\",\"family\":")
@@ -152,7 +156,8 @@ public final class EntryPrinter {
             return
         case .json:
             w.ascii(count == 1 ? "\n" : ",\n")
-            EntryJSON.write(e, now: now, reason: reason, into: &w, extra: outcome.map { o in { w in EntryPrinter.outcomeJSON(o, &w) } })
+            EntryJSON.write(
+                e, now: now, reason: reason, into: &w, extra: outcome.map { o in { w in EntryPrinter.outcomeJSON(o, &w) } })
             w.flushIfFull()
         case .table(let wide):
             row(cells(e, wide: wide, reason: reason, outcome: outcome))

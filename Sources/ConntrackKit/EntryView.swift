@@ -34,7 +34,9 @@ public struct EntryView {
     @inline(__always) public var keyDport: UInt16 { UInt16(bigEndian: key.pointee.dport) }
     @inline(__always) public var natAddress: IPAddress { IPAddress(raw: rawValue + EntryView.natAddrOffset, family: familyRaw) }
     @inline(__always) public var natPort: UInt16 { UInt16(bigEndian: value.pointee.nat_port) }
-    @inline(__always) public var serviceAddress: IPAddress { IPAddress(raw: rawValue + EntryView.svcAddrOffset, family: familyRaw) }
+    @inline(__always) public var serviceAddress: IPAddress {
+        IPAddress(raw: rawValue + EntryView.svcAddrOffset, family: familyRaw)
+    }
     @inline(__always) public var servicePort: UInt16 { UInt16(bigEndian: value.pointee.svc_port) }
     @inline(__always) public var serviceProto: UInt8 { value.pointee.svc_proto }
     @inline(__always) public var partnerKey: UnsafePointer<ctctl_ct_key> {
@@ -84,7 +86,8 @@ public struct ConntrackFilter: Sendable, Equatable {
         if let destination, !destination.contains(e.originalDestination) { return false }
         if let service {
             guard e.proto == service.proto.number, e.originalDestinationPort == service.vip.port,
-                  e.originalDestination == service.vip.address else { return false }
+                e.originalDestination == service.vip.address
+            else { return false }
         }
         return true
     }

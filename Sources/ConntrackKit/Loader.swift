@@ -39,8 +39,10 @@ public enum Loader {
         let exeDir = executableDirectory()
         let candidates = [exeDir + "/" + objectName, exeDir + "/../lib/ctctl/" + objectName]
         for c in candidates where access(c, R_OK) == 0 { return c }
-        throw CtctlError(.unavailable,
-                         "the dataplane object \(objectName) is not installed (looked in \(candidates.joined(separator: " and "))): run `make install`, or set \(objectEnvironment)")
+        throw CtctlError(
+            .unavailable,
+            "the dataplane object \(objectName) is not installed (looked in \(candidates.joined(separator: " and "))): run `make install`, or set \(objectEnvironment)"
+        )
     }
 
     static func executableDirectory() -> String {
@@ -69,12 +71,15 @@ public enum Loader {
         if pinDir.exists {
             var st = stat()
             if stat(pinDir.pin(CTCTL_PIN_CONFIG), &st) == 0 {
-                throw CtctlError(.software,
-                                 "a dataplane is already loaded at \(pinDir.path): use it, or `ctctl dataplane unload --pin-dir \(pinDir.path)` first")
+                throw CtctlError(
+                    .software,
+                    "a dataplane is already loaded at \(pinDir.path): use it, or `ctctl dataplane unload --pin-dir \(pinDir.path)` first"
+                )
             }
             if let leftover = directoryEntries(pinDir.path).first {
-                throw CtctlError(.software,
-                                 "\(pinDir.path) is not empty (it holds '\(leftover)') and is not a ctctl dataplane: choose another --pin-dir")
+                throw CtctlError(
+                    .software,
+                    "\(pinDir.path) is not empty (it holds '\(leftover)') and is not a ctctl dataplane: choose another --pin-dir")
             }
         }
         let path = if let objectPath { objectPath } else { try findObject() }
@@ -86,12 +91,15 @@ public enum Loader {
         defer { bpf_object__close(obj) }
 
         guard let rodata = bpf_object__find_map_by_name(obj, ".rodata"),
-              let ct = bpf_object__find_map_by_name(obj, "ct") else {
+            let ct = bpf_object__find_map_by_name(obj, "ct")
+        else {
             throw CtctlError(.badLayout, "\(path) is not the ctctl dataplane object (no .rodata or ct map)")
         }
         var size = 0
         guard bpf_map__initial_value(rodata, &size) != nil, size == MemoryLayout<ctctl_config>.size else {
-            throw CtctlError(.badLayout, "\(path) has a .rodata of \(size) bytes, expected \(MemoryLayout<ctctl_config>.size): rebuild it with this ctctl")
+            throw CtctlError(
+                .badLayout,
+                "\(path) has a .rodata of \(size) bytes, expected \(MemoryLayout<ctctl_config>.size): rebuild it with this ctctl")
         }
         var cfg = ctctl_config()
         cfg.magic = CTCTL_MAGIC
@@ -166,8 +174,10 @@ public enum Loader {
         let live = try Attachments.list(dp).filter { $0.state == .attached }
         if !live.isEmpty {
             let first = live[0]
-            throw CtctlError(.software,
-                             "the dataplane at \(pinDir.path) is still attached to \(live.map(\.place).joined(separator: ", ")): detach first (`ctctl dataplane detach \(first.ifname)\(first.netns.isEmpty ? "" : " --netns \(first.netns)")`)")
+            throw CtctlError(
+                .software,
+                "the dataplane at \(pinDir.path) is still attached to \(live.map(\.place).joined(separator: ", ")): detach first (`ctctl dataplane detach \(first.ifname)\(first.netns.isEmpty ? "" : " --netns \(first.netns)")`)"
+            )
         }
         _ = lock
         for pin in allPins {
@@ -178,8 +188,10 @@ public enum Loader {
         }
         if rmdir(pinDir.path) != 0 && errno != ENOENT {
             let others = directoryEntries(pinDir.path)
-            throw CtctlError(.software,
-                             "unpinned the dataplane, but \(pinDir.path) still holds \(others.joined(separator: ", ")), which ctctl did not create: left in place")
+            throw CtctlError(
+                .software,
+                "unpinned the dataplane, but \(pinDir.path) still holds \(others.joined(separator: ", ")), which ctctl did not create: left in place"
+            )
         }
     }
 }

@@ -18,7 +18,8 @@ public enum NetworkNamespace {
     public static func run<T>(in name: String?, _ body: () throws -> T) throws -> T {
         guard let name, !name.isEmpty else { return try body() }
         guard !name.contains("/"), name != ".", name != ".." else {
-            throw CtctlError.usage("bad network namespace name '\(name)': give the name under \(runDirectory) (see `ip netns list`)")
+            throw CtctlError.usage(
+                "bad network namespace name '\(name)': give the name under \(runDirectory) (see `ip netns list`)")
         }
         let target = open(path(name), O_RDONLY | O_CLOEXEC)
         if target < 0 {
@@ -57,7 +58,9 @@ public enum NetworkNamespace {
         let idx = if_nametoindex(ifname)
         if idx == 0 {
             let place = netns.map { "network namespace '\($0)'" } ?? "this network namespace"
-            throw .usage("no interface '\(ifname)' in \(place): see `ip link`\(netns.map { " (`nsenter --net=\(path($0)) ip link`)" } ?? "")")
+            throw .usage(
+                "no interface '\(ifname)' in \(place): see `ip link`\(netns.map { " (`nsenter --net=\(path($0)) ip link`)" } ?? "")"
+            )
         }
         return Int32(idx)
     }

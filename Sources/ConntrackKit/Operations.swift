@@ -50,7 +50,8 @@ public enum Operations {
         public var dport: UInt16?
         public var sport: UInt16?
 
-        public init(proto: IPProto, dst: IPAddress, src: IPAddress, dport: UInt16? = nil, sport: UInt16? = nil) throws(CtctlError) {
+        public init(proto: IPProto, dst: IPAddress, src: IPAddress, dport: UInt16? = nil, sport: UInt16? = nil) throws(CtctlError)
+        {
             guard dst.family == src.family else {
                 throw .usage("\(dst) and \(src) are not of the same address family: give two IPv4 or two IPv6 addresses")
             }
@@ -64,11 +65,18 @@ public enum Operations {
         @inline(__always)
         public func matches(_ e: EntryView) -> Bool {
             guard e.proto == proto.number, e.familyRaw == dst.family.rawValue else { return false }
-            let ks = e.keySrc, kd = e.keyDst
+            let ks = e.keySrc
+            let kd = e.keyDst
             if ks == src && kd == dst
-                && (dport == nil || e.keyDport == dport!) && (sport == nil || e.keySport == sport!) { return true }
+                && (dport == nil || e.keyDport == dport!) && (sport == nil || e.keySport == sport!)
+            {
+                return true
+            }
             if ks == dst && kd == src
-                && (dport == nil || e.keySport == dport!) && (sport == nil || e.keyDport == sport!) { return true }
+                && (dport == nil || e.keySport == dport!) && (sport == nil || e.keyDport == sport!)
+            {
+                return true
+            }
             return false
         }
     }
@@ -82,18 +90,23 @@ public enum Operations {
 
     /// `conntrack remove`: deletes every entry between the two addresses (and each NAT
     /// entry's partner), each only if it is still the entry that was read.
-    public static func remove(_ pins: PinDirectory, _ match: PairMatch, _ o: DeleteOptions, console: Console) throws -> ExitStatus {
+    public static func remove(_ pins: PinDirectory, _ match: PairMatch, _ o: DeleteOptions, console: Console) throws -> ExitStatus
+    {
         let dp = try Dataplane(pins, readOnly: false)
         let audit = try o.auditLog.map { p throws(CtctlError) in try AuditLog(path: p, command: "conntrack remove") }
         let lock = try WriterLock(pins)
-        let deleter = try deleteMatching(dp, lock: lock, o, audit: audit, why: "requested", console: console) { match.matches($0) }
+        let deleter = try deleteMatching(dp, lock: lock, o, audit: audit, why: "requested", console: console) {
+            match.matches($0)
+        }
         return summarize(deleter, o, console: console, what: "removed")
     }
 
     /// Scans the map and hands every entry `matches` accepts to a Deleter; prints and
     /// audits each outcome. Shared by remove and service delete.
-    static func deleteMatching(_ dp: Dataplane, lock: WriterLock, _ o: DeleteOptions, audit: AuditLog?, why: String,
-                               console: Console, _ matches: @escaping (EntryView) -> Bool) throws -> (Deleter, EntryPrinter) {
+    static func deleteMatching(
+        _ dp: Dataplane, lock: WriterLock, _ o: DeleteOptions, audit: AuditLog?, why: String,
+        console: Console, _ matches: @escaping (EntryView) -> Bool
+    ) throws -> (Deleter, EntryPrinter) {
         let now = Timestamp.monotonicNow()
         let printer = EntryPrinter(o.mode, to: console.out, now: now, showReason: false, resultColumn: true)
         printer.begin()
@@ -113,7 +126,8 @@ public enum Operations {
         let (d, _) = r
         var parts: [String] = []
         if o.dryRun {
-            parts.append("\(d.wouldDelete) entr\(d.wouldDelete == 1 ? "y" : "ies") would be \(what) (dry run), NAT partners included")
+            parts.append(
+                "\(d.wouldDelete) entr\(d.wouldDelete == 1 ? "y" : "ies") would be \(what) (dry run), NAT partners included")
         } else {
             parts.append("\(d.deletedEntries) entr\(d.deletedEntries == 1 ? "y" : "ies") \(what)")
         }
@@ -128,7 +142,9 @@ public enum Operations {
 
     /// `service delete`: removes the frontend, bumps the epoch, removes the backends, then
     /// the NAT conntrack entries of that service (both halves), as Calico does.
-    public static func deleteService(_ pins: PinDirectory, _ ref: ServiceRef, _ o: DeleteOptions, console: Console) throws -> ExitStatus {
+    public static func deleteService(_ pins: PinDirectory, _ ref: ServiceRef, _ o: DeleteOptions, console: Console) throws
+        -> ExitStatus
+    {
         let dp = try Dataplane(pins, readOnly: false)
         let audit = try o.auditLog.map { p throws(CtctlError) in try AuditLog(path: p, command: "service delete") }
         let lock = try WriterLock(pins)
@@ -155,18 +171,32 @@ public enum Operations {
         let dp = try Dataplane(pins, readOnly: true)
         let services = try Services.list(dp)
         if json {
-            console.out.line(JSON.array(services.map { s in
-                .object([
-                    ("service", .string(s.ref.description)), ("vip", .string(s.ref.vip.address.description)),
-                    ("port", .uint(UInt64(s.ref.vip.port))), ("proto", .string(s.ref.proto.description)),
-                    ("id", .uint(UInt64(s.id))),
-                    ("backends", .array(s.backends.enumerated().map { i, b in
-                        b.map { .object([("ordinal", .uint(UInt64(i))), ("ip", .string($0.address.description)),
-                                         ("port", .uint(UInt64($0.port))), ("missing", .bool(false))]) }
-                            ?? .object([("ordinal", .uint(UInt64(i))), ("ip", .null), ("port", .null), ("missing", .bool(true))])
-                    })),
-                ])
-            }).render())
+            console.out.line(
+                JSON.array(
+                    services.map { s in
+                        .object([
+                            ("service", .string(s.ref.description)), ("vip", .string(s.ref.vip.address.description)),
+                            ("port", .uint(UInt64(s.ref.vip.port))), ("proto", .string(s.ref.proto.description)),
+                            ("id", .uint(UInt64(s.id))),
+                            (
+                                "backends",
+                                .array(
+                                    s.backends.enumerated().map { i, b in
+                                        b.map {
+                                            .object([
+                                                ("ordinal", .uint(UInt64(i))), ("ip", .string($0.address.description)),
+                                                ("port", .uint(UInt64($0.port))), ("missing", .bool(false)),
+                                            ])
+                                        }
+                                            ?? .object([
+                                                ("ordinal", .uint(UInt64(i))), ("ip", .null), ("port", .null),
+                                                ("missing", .bool(true)),
+                                            ])
+                                    })
+                            ),
+                        ])
+                    }
+                ).render())
             return
         }
         var t = TextTable(["SERVICE", "ID", "BACKENDS"])
@@ -176,6 +206,8 @@ public enum Operations {
         }
         console.out.write(t.render())
         let missing = services.reduce(0) { $0 + $1.missingOrdinals.count }
-        console.err.line("\(services.count) service\(services.count == 1 ? "" : "s")" + (missing > 0 ? ", \(missing) backend\(missing == 1 ? "" : "s") MISSING from the backend map" : ""))
+        console.err.line(
+            "\(services.count) service\(services.count == 1 ? "" : "s")"
+                + (missing > 0 ? ", \(missing) backend\(missing == 1 ? "" : "s") MISSING from the backend map" : ""))
     }
 }

@@ -129,7 +129,10 @@ public indirect enum JSON: Sendable, Equatable {
         case .double(let d): out += d.isFinite ? String(d) : "null"
         case .string(let s): JSON.escape(s, into: &out)
         case .array(let items):
-            if items.isEmpty { out += "[]"; return }
+            if items.isEmpty {
+                out += "[]"
+                return
+            }
             out += "[" + nl
             for (i, item) in items.enumerated() {
                 if let indent { out += pad(indent + 1) }
@@ -139,7 +142,10 @@ public indirect enum JSON: Sendable, Equatable {
             if let indent { out += pad(indent) }
             out += "]"
         case .object(let fields):
-            if fields.isEmpty { out += "{}"; return }
+            if fields.isEmpty {
+                out += "{}"
+                return
+            }
             out += "{" + nl
             for (i, (k, v)) in fields.enumerated() {
                 if let indent { out += pad(indent + 1) }

@@ -143,9 +143,14 @@ final class PairLedger {
             guard pure(c) else { continue }
             let sign = c[0] == 1 ? 1 : -1
             for k in 0..<PairLedger.words { w[k] = c[k] }
-            var f = ctctl_ct_key(), r = ctctl_ct_key()
-            withUnsafeMutableBytes(of: &f) { raw in for k in 0..<5 { raw.storeBytes(of: w[2 + k], toByteOffset: k * 8, as: UInt64.self) } }
-            withUnsafeMutableBytes(of: &r) { raw in for k in 0..<5 { raw.storeBytes(of: w[7 + k], toByteOffset: k * 8, as: UInt64.self) } }
+            var f = ctctl_ct_key()
+            var r = ctctl_ct_key()
+            withUnsafeMutableBytes(of: &f) { raw in
+                for k in 0..<5 { raw.storeBytes(of: w[2 + k], toByteOffset: k * 8, as: UInt64.self) }
+            }
+            withUnsafeMutableBytes(of: &r) { raw in
+                for k in 0..<5 { raw.storeBytes(of: w[7 + k], toByteOffset: k * 8, as: UInt64.self) }
+            }
             out.append(Element(forward: f, reverse: r, created: w[1], sign: sign))
             // take it out of its three cells; any that become pure are next
             w.withUnsafeBufferPointer { apply($0.baseAddress!, sign: -sign) }

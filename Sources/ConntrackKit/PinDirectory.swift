@@ -61,8 +61,10 @@ public struct PinDirectory: Sendable, CustomStringConvertible {
         if PinDirectory.isBPFFS(PinDirectory.existingAncestor(path)) { return }
         let root = PinDirectory.bpffsRoot
         guard path == root || path.hasPrefix(root + "/") else {
-            throw CtctlError(.unavailable,
-                             "\(path) is not on a BPF filesystem (bpffs): choose a --pin-dir under \(root), or mount one first (`mount -t bpf bpf DIR`)")
+            throw CtctlError(
+                .unavailable,
+                "\(path) is not on a BPF filesystem (bpffs): choose a --pin-dir under \(root), or mount one first (`mount -t bpf bpf DIR`)"
+            )
         }
         var st = stat()
         if stat(root, &st) != 0 {
@@ -109,8 +111,10 @@ public final class WriterLock {
             }
             if waited >= timeoutMs {
                 close(fd)
-                throw CtctlError(.software,
-                                 "another ctctl command has held the lock on \(dir.path) for \(timeoutMs / 1000)s (a running heal pass?): try again, or find it with `fuser -v \(dir.path)`")
+                throw CtctlError(
+                    .software,
+                    "another ctctl command has held the lock on \(dir.path) for \(timeoutMs / 1000)s (a running heal pass?): try again, or find it with `fuser -v \(dir.path)`"
+                )
             }
             usleep(10_000)
             waited += 10

@@ -207,8 +207,10 @@ public final class EntryScan {
 
     static func checkPinned(_ dp: Dataplane, progress: String) throws {
         if !dp.stillPinned() {
-            throw CtctlError(.unavailable,
-                             "the dataplane at \(dp.pinDir.path) was unloaded during the pass: stopped after \(progress) (no NAT pair was left half deleted)")
+            throw CtctlError(
+                .unavailable,
+                "the dataplane at \(dp.pinDir.path) was unloaded during the pass: stopped after \(progress) (no NAT pair was left half deleted)"
+            )
         }
     }
 }

@@ -39,7 +39,8 @@ public enum Services {
     /// when shrinking. Then the epoch is bumped. Conntrack is not touched.
     /// Returns true if the service was created, false if replaced.
     @discardableResult
-    public static func set(_ dp: Dataplane, _ ref: ServiceRef, backends: [Endpoint], lock: WriterLock) throws(CtctlError) -> Bool {
+    public static func set(_ dp: Dataplane, _ ref: ServiceRef, backends: [Endpoint], lock: WriterLock) throws(CtctlError) -> Bool
+    {
         try validate(ref, backends: backends)
         let fk = ref.frontendKey
         let existing: ctctl_fe_value?
@@ -116,7 +117,9 @@ public enum Services {
         var backends: [Endpoint?] = []
         do throws(Errno) {
             for ordinal in 0..<min(fe.backend_count, CTCTL_MAX_BACKENDS) {
-                backends.append(try dp.natBackend.lookup(ctctl_be_key(svc_id: fe.svc_id, ordinal: ordinal), as: ctctl_be_value.self).map(Endpoint.init))
+                backends.append(
+                    try dp.natBackend.lookup(ctctl_be_key(svc_id: fe.svc_id, ordinal: ordinal), as: ctctl_be_value.self).map(
+                        Endpoint.init))
             }
         } catch {
             throw CtctlError.from(error, doing: "reading", path: dp.natBackend.path)

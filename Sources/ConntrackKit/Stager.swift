@@ -19,7 +19,9 @@ public final class Stager {
         self.dp = dp
         stageMap = try BPFMap.open(dp.pinDir.pin(CTCTL_PIN_STAGE), spec: .stage, readOnly: false)
         guard stageMap.info.maxEntries == CTCTL_STAGE_SLOTS, stageMap.info.flags & UInt32(BPF_F_MMAPABLE) != 0 else {
-            throw CtctlError(.badLayout, "\(stageMap.path) is not the \(CTCTL_STAGE_SLOTS)-slot mmap-able stage of this ABI: refusing to use it")
+            throw CtctlError(
+                .badLayout,
+                "\(stageMap.path) is not the \(CTCTL_STAGE_SLOTS)-slot mmap-able stage of this ABI: refusing to use it")
         }
         let page = Int(getpagesize())
         mappedLength = (Stager.capacity * MemoryLayout<ctctl_stage_slot>.stride + page - 1) / page * page
@@ -31,7 +33,9 @@ public final class Stager {
         let path = dp.pinDir.pin(CTCTL_PIN_PROG_STAGE)
         do throws(Errno) { progFD = try Errno.check { CLibBPF_obj_get(path, 0) } } catch {
             munmap(slots, mappedLength)
-            if error.code == ENOENT { throw CtctlError(.unavailable, "no program at \(path): is the dataplane loaded? (`ctctl dataplane load`)") }
+            if error.code == ENOENT {
+                throw CtctlError(.unavailable, "no program at \(path): is the dataplane loaded? (`ctctl dataplane load`)")
+            }
             throw CtctlError.from(error, doing: "opening program", path: path)
         }
     }
@@ -59,8 +63,9 @@ public final class Stager {
 
     public func add(key: ctctl_ct_key, createdNs: UInt64, type: UInt8) {
         precondition(count < Stager.capacity)
-        slots[count] = ctctl_stage_slot(key: key, partner: ctctl_ct_key(), created_ns: createdNs, partner_last_seen_ns: 0, type: type,
-                                        result: 0, pad: (0, 0, 0, 0, 0, 0))
+        slots[count] = ctctl_stage_slot(
+            key: key, partner: ctctl_ct_key(), created_ns: createdNs, partner_last_seen_ns: 0, type: type,
+            result: 0, pad: (0, 0, 0, 0, 0, 0))
         count += 1
     }
 
@@ -81,13 +86,16 @@ public final class Stager {
         // A SYSCALL program takes ctx_in only: no data, no repeat (EINVAL otherwise).
         do throws(Errno) {
             try Errno.check {
-                CLibBPF_prog_test_run(progFD, nil, 0, nil, nil, &ctx, UInt32(MemoryLayout<ctctl_stage_ctx>.size), 0, &retval, &duration)
+                CLibBPF_prog_test_run(
+                    progFD, nil, 0, nil, nil, &ctx, UInt32(MemoryLayout<ctctl_stage_ctx>.size), 0, &retval, &duration)
             }
         } catch {
-            throw CtctlError.from(error, doing: "running the compare-and-delete program", path: dp.pinDir.pin(CTCTL_PIN_PROG_STAGE))
+            throw CtctlError.from(
+                error, doing: "running the compare-and-delete program", path: dp.pinDir.pin(CTCTL_PIN_PROG_STAGE))
         }
         guard retval == 0, ctx.done == UInt32(count) else {
-            throw CtctlError(.software, "the compare-and-delete program processed \(ctx.done) of \(count) entries (returned \(retval))")
+            throw CtctlError(
+                .software, "the compare-and-delete program processed \(ctx.done) of \(count) entries (returned \(retval))")
         }
         return Int(ctx.deleted)
     }

@@ -90,13 +90,22 @@ public struct ServiceView: Sendable {
     init(epoch: UInt32, services: [Service]) {
         self.epoch = epoch
         serviceCount = services.count
-        all = WordSet(width: 3, keys: services.map { ServiceView.front($0.ref.vip.address, $0.ref.vip.port, $0.ref.proto.number) })
-        withBackends = WordSet(width: 3, keys: services.filter { !$0.liveBackends.isEmpty }.map {
-            ServiceView.front($0.ref.vip.address, $0.ref.vip.port, $0.ref.proto.number)
-        })
-        members = WordSet(width: 6, keys: services.flatMap { s in
-            s.liveBackends.map { ServiceView.front(s.ref.vip.address, s.ref.vip.port, s.ref.proto.number) + [$0.address.hi, $0.address.lo, UInt64($0.port)] }
-        })
+        all = WordSet(
+            width: 3, keys: services.map { ServiceView.front($0.ref.vip.address, $0.ref.vip.port, $0.ref.proto.number) })
+        withBackends = WordSet(
+            width: 3,
+            keys: services.filter { !$0.liveBackends.isEmpty }.map {
+                ServiceView.front($0.ref.vip.address, $0.ref.vip.port, $0.ref.proto.number)
+            })
+        members = WordSet(
+            width: 6,
+            keys: services.flatMap { s in
+                s.liveBackends.map {
+                    ServiceView.front(s.ref.vip.address, s.ref.vip.port, s.ref.proto.number) + [
+                        $0.address.hi, $0.address.lo, UInt64($0.port),
+                    ]
+                }
+            })
     }
 
     /// Reads the frontends and backends until the service epoch is the same before and
@@ -111,7 +120,9 @@ public struct ServiceView: Sendable {
     }
 
     /// Test helper and for callers that already hold a consistent list.
-    public static func of(_ services: [Service], epoch: UInt32 = 0) -> ServiceView { ServiceView(epoch: epoch, services: services) }
+    public static func of(_ services: [Service], epoch: UInt32 = 0) -> ServiceView {
+        ServiceView(epoch: epoch, services: services)
+    }
 
     /// Is addr:port/proto a service with at least one backend?
     @inline(__always)
@@ -163,7 +174,8 @@ public struct StaleJudge: Sendable {
         if !e.isNAT {
             if view.hasBackends(e.keyDst, e.keyDport, proto) { return .stale(.missedNAT) }
         } else {
-            let svcAddr = e.serviceAddress, svcPort = e.servicePort
+            let svcAddr = e.serviceAddress
+            let svcPort = e.servicePort
             if !view.isBackend(e.backendAddress, e.backendPort, of: svcAddr, svcPort, e.serviceProto) {
                 return .stale(.orphanNAT)
             }

@@ -76,8 +76,17 @@ public struct ConntrackStats: Sendable {
         .object([
             ("entries", .uint(UInt64(entries))), ("max_entries", .uint(UInt64(maxEntries))),
             ("occupancy", .double((occupancy * 10000).rounded() / 10000)), ("near_full", .bool(nearFull)),
-            ("by_type", .object([("normal", .uint(UInt64(byType[0]))), ("nat-fwd", .uint(UInt64(byType[1]))), ("nat-rev", .uint(UInt64(byType[2])))])),
-            ("by_proto", .object([("udp", .uint(UInt64(udp))), ("tcp", .uint(UInt64(tcp))), ("other", .uint(UInt64(otherProto)))])),
+            (
+                "by_type",
+                .object([
+                    ("normal", .uint(UInt64(byType[0]))), ("nat-fwd", .uint(UInt64(byType[1]))),
+                    ("nat-rev", .uint(UInt64(byType[2]))),
+                ])
+            ),
+            (
+                "by_proto",
+                .object([("udp", .uint(UInt64(udp))), ("tcp", .uint(UInt64(tcp))), ("other", .uint(UInt64(otherProto)))])
+            ),
             ("by_family", .object([("ipv4", .uint(UInt64(ipv4))), ("ipv6", .uint(UInt64(ipv6)))])),
             ("oldest_last_seen_ago_ns", oldestLastSeenAgoNs.map { .uint($0) } ?? .null),
             ("frontends", .uint(UInt64(frontends))), ("backends", .uint(UInt64(backends))),

@@ -21,14 +21,17 @@ public struct DataplaneStatus: Sendable {
     public static func gather(_ dp: Dataplane) throws(CtctlError) -> DataplaneStatus {
         let rows: [MapRow] = try [
             MapRow(name: CTCTL_PIN_CT, info: dp.ct.info, entries: countEntries(dp.ct, ctctl_ct_key.self, ctctl_ct_value.self)),
-            MapRow(name: CTCTL_PIN_NAT_FE, info: dp.natFrontend.info,
-                   entries: countEntries(dp.natFrontend, ctctl_fe_key.self, ctctl_fe_value.self)),
-            MapRow(name: CTCTL_PIN_NAT_BE, info: dp.natBackend.info,
-                   entries: countEntries(dp.natBackend, ctctl_be_key.self, ctctl_be_value.self)),
+            MapRow(
+                name: CTCTL_PIN_NAT_FE, info: dp.natFrontend.info,
+                entries: countEntries(dp.natFrontend, ctctl_fe_key.self, ctctl_fe_value.self)),
+            MapRow(
+                name: CTCTL_PIN_NAT_BE, info: dp.natBackend.info,
+                entries: countEntries(dp.natBackend, ctctl_be_key.self, ctctl_be_value.self)),
         ]
-        return DataplaneStatus(pinDir: dp.pinDir.path, loadedAt: try dp.loadedAt(), epoch: try dp.epoch(),
-                               serviceEpoch: dp.serviceEpochEnabled, timeouts: dp.timeouts, maps: rows,
-                               attachments: try Attachments.list(dp), counters: try dp.counterTotals())
+        return DataplaneStatus(
+            pinDir: dp.pinDir.path, loadedAt: try dp.loadedAt(), epoch: try dp.epoch(),
+            serviceEpoch: dp.serviceEpochEnabled, timeouts: dp.timeouts, maps: rows,
+            attachments: try Attachments.list(dp), counters: try dp.counterTotals())
     }
 
     static func countEntries<K, V>(_ map: BPFMap, _: K.Type, _: V.Type) throws(CtctlError) -> Int {
@@ -50,13 +53,18 @@ public struct DataplaneStatus: Sendable {
 
     public func renderText() -> String {
         var s = "Dataplane at \(pinDir) (map ABI \(CTCTL_ABI_VERSION), loaded \(Timestamp.utc(loadedAt)))\n"
-        s += "Service epoch: \(epoch) (epoch re-check \(serviceEpoch ? "on" : "off: the incident's bug is reproduced on purpose"))\n"
-        s += "Idle timeouts: " + timeouts.byName.map { "\($0.0) \(DurationText.format(nanoseconds: $0.1))" }.joined(separator: ", ") + "\n\n"
+        s +=
+            "Service epoch: \(epoch) (epoch re-check \(serviceEpoch ? "on" : "off: the incident's bug is reproduced on purpose"))\n"
+        s +=
+            "Idle timeouts: "
+            + timeouts.byName.map { "\($0.0) \(DurationText.format(nanoseconds: $0.1))" }.joined(separator: ", ") + "\n\n"
         var t = TextTable(["MAP", "TYPE", "KEY", "VALUE", "ENTRIES", "MAX", "USED"])
         for m in maps {
-            t.add([m.name, m.info.typeName, String(m.info.keySize), String(m.info.valueSize),
-                   m.entries.map(String.init) ?? "-", String(m.info.maxEntries),
-                   m.entries.map { DataplaneStatus.percent($0, of: m.info.maxEntries) } ?? "-"])
+            t.add([
+                m.name, m.info.typeName, String(m.info.keySize), String(m.info.valueSize),
+                m.entries.map(String.init) ?? "-", String(m.info.maxEntries),
+                m.entries.map { DataplaneStatus.percent($0, of: m.info.maxEntries) } ?? "-",
+            ])
         }
         s += t.render()
         if let ct = maps.first, let n = ct.entries, Double(n) > Double(ct.info.maxEntries) * Occupancy.warnFraction {
@@ -89,21 +97,29 @@ public struct DataplaneStatus: Sendable {
             ("service_epoch", .uint(UInt64(epoch))),
             ("service_epoch_check", .bool(serviceEpoch)),
             ("timeouts_ns", .object(timeouts.byName.map { ($0.0, .uint($0.1)) })),
-            ("maps", .array(maps.map { m in
-                .object([
-                    ("name", .string(m.name)), ("type", .string(m.info.typeName)),
-                    ("key_size", .uint(UInt64(m.info.keySize))), ("value_size", .uint(UInt64(m.info.valueSize))),
-                    ("max_entries", .uint(UInt64(m.info.maxEntries))),
-                    ("entries", m.entries.map { .uint(UInt64($0)) } ?? .null),
-                ])
-            })),
-            ("attachments", .array(attachments.map { a in
-                .object([
-                    ("netns", a.netns.isEmpty ? .null : .string(a.netns)), ("interface", .string(a.ifname)),
-                    ("ifindex", .uint(UInt64(a.ifindex))), ("prog_id", .uint(UInt64(a.progID))),
-                    ("attached_at", .string(Timestamp.rfc3339(a.attachedAt))), ("state", .string(a.state.rawValue)),
-                ])
-            })),
+            (
+                "maps",
+                .array(
+                    maps.map { m in
+                        .object([
+                            ("name", .string(m.name)), ("type", .string(m.info.typeName)),
+                            ("key_size", .uint(UInt64(m.info.keySize))), ("value_size", .uint(UInt64(m.info.valueSize))),
+                            ("max_entries", .uint(UInt64(m.info.maxEntries))),
+                            ("entries", m.entries.map { .uint(UInt64($0)) } ?? .null),
+                        ])
+                    })
+            ),
+            (
+                "attachments",
+                .array(
+                    attachments.map { a in
+                        .object([
+                            ("netns", a.netns.isEmpty ? .null : .string(a.netns)), ("interface", .string(a.ifname)),
+                            ("ifindex", .uint(UInt64(a.ifindex))), ("prog_id", .uint(UInt64(a.progID))),
+                            ("attached_at", .string(Timestamp.rfc3339(a.attachedAt))), ("state", .string(a.state.rawValue)),
+                        ])
+                    })
+            ),
             ("counters", .object(zip(CounterNames.all, counters).map { ($0, .uint($1)) })),
         ])
     }
@@ -137,7 +153,8 @@ public enum Timestamp {
     /// 2026-11-28 01:20:00 UTC
     public static func utc(_ t: UInt64) -> String {
         let p = parts(t)
-        return "\(p.tm_year + 1900)-\(two(p.tm_mon + 1))-\(two(p.tm_mday)) \(two(p.tm_hour)):\(two(p.tm_min)):\(two(p.tm_sec)) UTC"
+        return
+            "\(p.tm_year + 1900)-\(two(p.tm_mon + 1))-\(two(p.tm_mday)) \(two(p.tm_hour)):\(two(p.tm_min)):\(two(p.tm_sec)) UTC"
     }
 
     /// Nanoseconds of CLOCK_MONOTONIC: the clock of bpf_ktime_get_ns().

@@ -89,7 +89,9 @@ public final class Incident {
 
     func must(_ args: [String], show: Bool = true) throws {
         let r = try ctctl(args, show: show)
-        guard r.status == 0 else { throw TopologyError(message: "ctctl \(args.joined(separator: " ")) failed (\(r.status)): \(r.err)") }
+        guard r.status == 0 else {
+            throw TopologyError(message: "ctctl \(args.joined(separator: " ")) failed (\(r.status)): \(r.err)")
+        }
     }
 
     static func seconds(_ ns: UInt64) -> Double { Double(ns) / 1e9 }
@@ -126,15 +128,18 @@ public final class Incident {
         defer { if !config.keep { cleanup.runAll() } }
 
         say(bold("ctctl demo: a UDP service is deleted and recreated while a client keeps polling it"))
-        say("client 198.18.1.2:40000 (fixed source port, one datagram every \(config.sendIntervalMs) ms) -> service \(Incident.service)")
+        say(
+            "client 198.18.1.2:40000 (fixed source port, one datagram every \(config.sendIntervalMs) ms) -> service \(Incident.service)"
+        )
         say("backends \(Incident.backends.joined(separator: ", ")); the node in between runs the reference dataplane")
 
         try setUp(serviceEpoch: false)
         step(1, "The service is up: the client's datagrams reach a backend")
         try must(["service", "set", Incident.service] + Incident.backends.flatMap { ["--backend", $0] })
-        flow = try UDPFlow(clientNetns: topology.client, from: Incident.client, to: Incident.vip,
-                           receivers: [(topology.backend1, Endpoint("0.0.0.0:1161")!), (topology.backend2, Endpoint("0.0.0.0:1161")!)],
-                           intervalMs: config.sendIntervalMs, maxSeconds: 600)
+        flow = try UDPFlow(
+            clientNetns: topology.client, from: Incident.client, to: Incident.vip,
+            receivers: [(topology.backend1, Endpoint("0.0.0.0:1161")!), (topology.backend2, Endpoint("0.0.0.0:1161")!)],
+            intervalMs: config.sendIntervalMs, maxSeconds: 600)
         flow.start()
         cleanup.add { [flow] in flow?.stop() }
         watch("up", seconds: config.phaseSeconds)
@@ -150,8 +155,10 @@ public final class Incident {
         try must(["conntrack", "get", "udp", Incident.client.description, Incident.vip.description, "--explain"])
 
         step(4, "The runbook fix: remove the stuck entry")
-        results.append(try manualFix("ctctl conntrack remove", stuck,
-                                     ["conntrack", "remove", "udp", Incident.vip.address.description, Incident.client.address.description]))
+        results.append(
+            try manualFix(
+                "ctctl conntrack remove", stuck,
+                ["conntrack", "remove", "udp", Incident.vip.address.description, Incident.client.address.description]))
         say("\n" + bold("   ...and again, fixed with a one-shot heal pass:"))
         stuck = try outage()
         results.append(try manualFix("ctctl heal --once", stuck, ["heal", "--once"]))
@@ -181,7 +188,10 @@ public final class Incident {
                 _ = try? runCommand([config.ctctl, "dataplane", "detach", ifname, "--netns", topology!.node, "--pin-dir", pinDir])
             }
         }
-        say(dim("(set up: namespaces \(topology.client), \(topology.node), \(topology.backend1), \(topology.backend2); dataplane at \(pinDir), epoch fix \(serviceEpoch ? "on" : "off"))"))
+        say(
+            dim(
+                "(set up: namespaces \(topology.client), \(topology.node), \(topology.backend1), \(topology.backend2); dataplane at \(pinDir), epoch fix \(serviceEpoch ? "on" : "off"))"
+            ))
     }
 
     func reload(serviceEpoch: Bool) throws {
@@ -221,17 +231,27 @@ public final class Incident {
     /// `back`: the recreate command started; `fixAt`: the fix started (recovery runs from
     /// here); `fixDone`: the fix had taken effect (the first datagram sent after it must
     /// arrive, for an automatic fix).
-    func result(_ name: String, back: UInt64, fixAt: UInt64, fixDone: UInt64, first: (seq: Int, sent: UInt64, received: UInt64)?,
-                stuck: Int) -> Result {
+    func result(
+        _ name: String, back: UInt64, fixAt: UInt64, fixDone: UInt64, first: (seq: Int, sent: UInt64, received: UInt64)?,
+        stuck: Int
+    ) -> Result {
         let recovery = first.map { Incident.seconds($0.received > fixAt ? $0.received - fixAt : 0) }
         let lost = first.map { flow.window(from: back, to: $0.sent).sent } ?? flow.window(from: back, to: UDPFlow.now()).sent
         let firstSent = flow.firstSent(after: fixDone)
-        let line = recovery.map { green(String(format: "   recovered %.3fs after %@, %d datagrams lost since the service came back", $0, name == "epoch fix (datapath)" || name == "running ctctl heal" ? "the command that brought the service back started" : "the fix started", lost)) }
+        let line =
+            recovery.map {
+                green(
+                    String(
+                        format: "   recovered %.3fs after %@, %d datagrams lost since the service came back", $0,
+                        name == "epoch fix (datapath)" || name == "running ctctl heal"
+                            ? "the command that brought the service back started" : "the fix started", lost))
+            }
             ?? red("   not recovered")
         say(line)
         let firstAfter = firstSent.map { seq in flow.firstDelivery(sentAfter: fixDone).map { $0.seq == seq } ?? false } ?? false
-        return Result(scenario: name, recoverySeconds: recovery, lost: lost, deliveredWhileStuck: stuck,
-                      firstPacketDelivered: firstAfter, stuckSeconds: Incident.seconds(fixAt - back))
+        return Result(
+            scenario: name, recoverySeconds: recovery, lost: lost, deliveredWhileStuck: stuck,
+            firstPacketDelivered: firstAfter, stuckSeconds: Incident.seconds(fixAt - back))
     }
 
     func withRunningHeal() throws -> Result {
@@ -245,7 +265,12 @@ public final class Incident {
         p.standardOutput = FileHandle.nullDevice
         say(dim("$ ") + "ctctl heal --interval 10s &")
         try p.run()
-        let stopHeal = { if p.isRunning { p.interrupt(); p.waitUntilExit() } }
+        let stopHeal = {
+            if p.isRunning {
+                p.interrupt()
+                p.waitUntilExit()
+            }
+        }
         cleanup.add(stopHeal)
         defer {
             stopHeal()
@@ -275,7 +300,10 @@ public final class Incident {
         guard let stuck = phases.first(where: { $0.0 == "stuck" }) else { return }
         say("\n" + bold("Summary"))
         var t = TextTable(["SCENARIO", "RECOVERY", "LOST"])
-        t.add(["service recreated, no fix", "never (\(stuck.2) of \(stuck.1) delivered in \(String(format1: config.phaseSeconds))s)", "all"])
+        t.add([
+            "service recreated, no fix", "never (\(stuck.2) of \(stuck.1) delivered in \(String(format1: config.phaseSeconds))s)",
+            "all",
+        ])
         for r in results {
             let from = r.scenario.hasPrefix("ctctl") ? "after the fix command" : "after `service set`"
             t.add([r.scenario, r.recoverySeconds.map { String(format: "%.3fs %@", $0, from) } ?? "never", String(r.lost)])
@@ -283,7 +311,9 @@ public final class Incident {
         say(t.render(indent: "  "))
         say("RECOVERY: from the start of the command to the first datagram a backend received (command run")
         say("time included). LOST: datagrams sent from the start of `service set` that reached no backend;")
-        say("the manual fixes include the \(String(format1: config.phaseSeconds))s the flow was watched while stuck. One datagram every \(config.sendIntervalMs) ms.")
+        say(
+            "the manual fixes include the \(String(format1: config.phaseSeconds))s the flow was watched while stuck. One datagram every \(config.sendIntervalMs) ms."
+        )
     }
 
     func keepMessage() {
@@ -293,6 +323,8 @@ public final class Incident {
         say("  nsenter --net=/run/netns/\(topology.client) ip addr      # the client's namespace")
         say("To remove it all:")
         say("  for i in nc nb1 nb2; do ctctl dataplane detach $i --netns \(topology.node); done; ctctl dataplane unload")
-        say("  ip netns del \(topology.client); ip netns del \(topology.node); ip netns del \(topology.backend1); ip netns del \(topology.backend2)")
+        say(
+            "  ip netns del \(topology.client); ip netns del \(topology.node); ip netns del \(topology.backend1); ip netns del \(topology.backend2)"
+        )
     }
 }

@@ -28,14 +28,16 @@ public func runCommand(_ args: [String], environment: [String: String] = [:]) th
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = args
     }
-    let out = Pipe(), err = Pipe()
+    let out = Pipe()
+    let err = Pipe()
     p.standardOutput = out
     p.standardError = err
     try p.run()
     let o = out.fileHandleForReading.readDataToEndOfFile()
     let e = err.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()
-    return CommandResult(status: p.terminationStatus, out: String(decoding: o, as: UTF8.self), err: String(decoding: e, as: UTF8.self))
+    return CommandResult(
+        status: p.terminationStatus, out: String(decoding: o, as: UTF8.self), err: String(decoding: e, as: UTF8.self))
 }
 
 /// Runs a command; throws with its stderr when it fails.
@@ -103,7 +105,10 @@ public final class Topology {
             try sh(["ip", "-n", ns, "link", "set", "lo", "up"])
             // No duplicate address detection: link-local addresses that are still
             // tentative stall neighbour discovery for the first seconds.
-            try sh(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"])
+            try sh([
+                "ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+            ])
         }
         let links: [(String, String, Int)] = [("nc", client, 1), ("nb1", backend1, 2), ("nb2", backend2, 3)]
         for (nodeIf, peer, subnet) in links {
@@ -120,9 +125,11 @@ public final class Topology {
             try sh(["ip", "netns", "exec", peer, "ethtool", "-K", "eth0", "rx", "off", "tx", partialChecksums ? "on" : "off"])
             try sh(["ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.conf.\(nodeIf).rp_filter=0"])
         }
-        try sh(["ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1",
-                "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
-                "net.ipv6.conf.all.forwarding=1"])
+        try sh([
+            "ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1",
+            "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
+            "net.ipv6.conf.all.forwarding=1",
+        ])
     }
 
     /// Deletes exactly the namespaces this topology created (their veths go with them).
@@ -143,7 +150,9 @@ public final class UDPSocket {
 
     public init(netns: String, bind local: Endpoint) throws {
         v6 = !local.address.isV4
-        fd = try NetworkNamespace.run(in: netns) { socket(local.address.isV4 ? AF_INET : AF_INET6, Int32(SOCK_DGRAM.rawValue), 0) }
+        fd = try NetworkNamespace.run(in: netns) {
+            socket(local.address.isV4 ? AF_INET : AF_INET6, Int32(SOCK_DGRAM.rawValue), 0)
+        }
         guard fd >= 0 else { throw TopologyError(message: "socket: errno \(errno)") }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
@@ -164,17 +173,23 @@ public final class UDPSocket {
             sa.sin_family = sa_family_t(AF_INET)
             sa.sin_port = e.port.bigEndian
             withUnsafeMutableBytes(of: &sa.sin_addr) { for i in 0..<4 { $0[i] = bytes[i] } }
-            return withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            return withUnsafePointer(to: &sa) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
         }
         var sa = sockaddr_in6()
         sa.sin6_family = sa_family_t(AF_INET6)
         sa.sin6_port = e.port.bigEndian
         withUnsafeMutableBytes(of: &sa.sin6_addr) { for i in 0..<16 { $0[i] = bytes[i] } }
-        return withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+        return withUnsafePointer(to: &sa) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+        }
     }
 
     public func send(_ payload: [UInt8], to dst: Endpoint) throws {
-        let n = UDPSocket.withSockaddr(dst) { sa, len in payload.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, 0, sa, len) } }
+        let n = UDPSocket.withSockaddr(dst) { sa, len in
+            payload.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, 0, sa, len) }
+        }
         guard n == payload.count else { throw TopologyError(message: "sendto \(dst): errno \(errno)") }
     }
 
@@ -205,7 +220,8 @@ public final class UDPSocket {
         }
         return withUnsafeBytes(of: &ss) { raw in
             let port = UInt16(raw[2]) << 8 | UInt16(raw[3])
-            var hi: UInt64 = 0, lo: UInt64 = 0
+            var hi: UInt64 = 0
+            var lo: UInt64 = 0
             for i in 8..<16 { hi = hi << 8 | UInt64(raw[i]) }
             for i in 16..<24 { lo = lo << 8 | UInt64(raw[i]) }
             return Endpoint(address: IPAddress(family: .v6, hi: hi, lo: lo), port: port)

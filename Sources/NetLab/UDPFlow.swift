@@ -20,8 +20,10 @@ public final class UDPFlow: @unchecked Sendable {
     private var threads: [Thread] = []
 
     /// `receivers`: (network namespace, bind endpoint) of each backend.
-    public init(clientNetns: String, from source: Endpoint, to target: Endpoint, receivers: [(String, Endpoint)],
-                intervalMs: Int = 20, maxPackets: Int = 20_000, maxSeconds: Double = 300) throws {
+    public init(
+        clientNetns: String, from source: Endpoint, to target: Endpoint, receivers: [(String, Endpoint)],
+        intervalMs: Int = 20, maxPackets: Int = 20_000, maxSeconds: Double = 300
+    ) throws {
         client = try UDPSocket(netns: clientNetns, bind: source)
         self.receivers = try receivers.map { try UDPSocket(netns: $0.0, bind: $0.1) }
         self.target = target
@@ -93,7 +95,8 @@ public final class UDPFlow: @unchecked Sendable {
     public func window(from: UInt64, to: UInt64) -> (sent: Int, delivered: Int) {
         lock.lock()
         defer { lock.unlock() }
-        var sent = 0, delivered = 0
+        var sent = 0
+        var delivered = 0
         for (seq, t) in sendTimes.enumerated() where t >= from && t < to {
             sent += 1
             if receiveTimes[seq] != nil { delivered += 1 }

@@ -18,7 +18,9 @@ struct Options: Sendable {
 }
 
 func usage() -> Never {
-    print("usage: ctctl-bench --ctctl PATH --floor PATH --runner PATH [--entries 100000,1000000] [--runs 5] [--write-doc docs/PERFORMANCE.md] [--bpftool-json-max N]")
+    print(
+        "usage: ctctl-bench --ctctl PATH --floor PATH --runner PATH [--entries 100000,1000000] [--runs 5] [--write-doc docs/PERFORMANCE.md] [--bpftool-json-max N]"
+    )
     exit(64)
 }
 
@@ -69,12 +71,14 @@ func measure(_ args: [String], env: [String: String] = [:], captureStdout: Bool 
     let environment = ProcessInfo.processInfo.environment.merging(env) { $1 }.map { "\($0)=\($1)" }
     var argv: [UnsafeMutablePointer<CChar>?] = ([opts.runner, outPath] + args).map { strdup($0) } + [nil]
     var envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
-    defer { (argv + envp).forEach { free($0) } }
+    defer { for p in argv + envp { free(p) } }
     var pid: pid_t = 0
     guard posix_spawn(&pid, opts.runner, &actions, nil, &argv, &envp) == 0 else { fatalError("cannot run \(opts.runner)") }
     var status: Int32 = 0
     waitpid(pid, &status, 0)
-    let fields = ((try? String(contentsOfFile: report, encoding: .utf8)) ?? "").split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    let fields = ((try? String(contentsOfFile: report, encoding: .utf8)) ?? "").split(separator: " ").compactMap {
+        Int($0.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
     unlink(report)
     guard fields.count == 3 else { fatalError("the bench runner failed for \(args.joined(separator: " "))") }
     let out = captureStdout ? ((try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "") : ""
@@ -128,7 +132,9 @@ final class SizeBench {
         let dp = try Dataplane(pins, readOnly: false)
         try fill.createServices(dp, lock: WriterLock(pins))
         counts = try fill.write(dp, now: Timestamp.monotonicNow())
-        present = Int(measure([opts.floor, pins.pin("ct")], captureStdout: true).out.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        present =
+            Int(measure([opts.floor, pins.pin("ct")], captureStdout: true).out.trimmingCharacters(in: .whitespacesAndNewlines))
+            ?? 0
     }
 
     func refillAll() throws {
@@ -149,7 +155,9 @@ final class SizeBench {
     /// the benchmark runs, and heal and remove delete some). A command's ratio is the median
     /// of its ratios to the floor of the same round, so drift over a long run cancels.
     func measureRounds(_ commands: [Command]) throws {
-        var walls: [String: [Double]] = [:], ratios: [String: [Double]] = [:], rss: [String: Int] = [:]
+        var walls: [String: [Double]] = [:]
+        var ratios: [String: [Double]] = [:]
+        var rss: [String: Int] = [:]
         var floors: [Double] = []
         let env = [PinDirectory.environmentVariable: pins.path]
         for round in 0..<opts.runs {
@@ -167,11 +175,16 @@ final class SizeBench {
             }
             FileHandle.standardError.write("  round \(round + 1) of \(opts.runs) done\n".data(using: .utf8)!)
         }
-        rows.append(Row(name: "floor: C loop of BPF_MAP_LOOKUP_BATCH", wall: median(floors), rssKiB: rss["floor"]!, runs: opts.runs, ratio: 1))
+        rows.append(
+            Row(
+                name: "floor: C loop of BPF_MAP_LOOKUP_BATCH", wall: median(floors), rssKiB: rss["floor"]!, runs: opts.runs,
+                ratio: 1))
         for c in commands {
-            let w = walls[c.name]!, r = ratios[c.name]!
+            let w = walls[c.name]!
+            let r = ratios[c.name]!
             rows.append(Row(name: c.name, wall: median(w), rssKiB: rss[c.name]!, runs: w.count, ratio: median(r)))
-            FileHandle.standardError.write("  \(c.name): \(fmtTime(median(w))), \(String(format: "%.2f", median(r)))x floor\n".data(using: .utf8)!)
+            FileHandle.standardError.write(
+                "  \(c.name): \(fmtTime(median(w))), \(String(format: "%.2f", median(r)))x floor\n".data(using: .utf8)!)
         }
     }
 
@@ -179,12 +192,14 @@ final class SizeBench {
         FileHandle.standardError.write("N=\(n): loading and filling...\n".data(using: .utf8)!)
         try setUp()
         defer { tearDown() }
-        FileHandle.standardError.write("  \(present) entries present in a \(ctSize)-entry map (\(counts.stale) stale)\n".data(using: .utf8)!)
+        FileHandle.standardError.write(
+            "  \(present) entries present in a \(ctSize)-entry map (\(counts.stale) stale)\n".data(using: .utf8)!)
         let ct = pins.pin("ct")
         let bpftoolRuns = n > 1_000_000 ? 1 : 3
         var commands = [Command(name: "bpftool map dump", args: ["bpftool", "map", "dump", "pinned", ct], runs: bpftoolRuns)]
         if n <= opts.bpftoolJSONMax {
-            commands.append(Command(name: "bpftool -j map dump", args: ["bpftool", "-j", "map", "dump", "pinned", ct], runs: bpftoolRuns))
+            commands.append(
+                Command(name: "bpftool -j map dump", args: ["bpftool", "-j", "map", "dump", "pinned", ct], runs: bpftoolRuns))
         }
         let (vip, client) = fill.samplePair()
         let ctctlCommands: [(String, [String])] = [
@@ -233,8 +248,11 @@ final class DatapathBench {
         let (t0, c0) = progStats(fd)
         for p in packets {
             var size = UInt32(out.count)
-            var ret: UInt32 = 0, dur: UInt32 = 0
-            _ = p.withUnsafeBytes { CLibBPF_prog_test_run(fd, $0.baseAddress, UInt32($0.count), &out, &size, nil, 0, 1, &ret, &dur) }
+            var ret: UInt32 = 0
+            var dur: UInt32 = 0
+            _ = p.withUnsafeBytes {
+                CLibBPF_prog_test_run(fd, $0.baseAddress, UInt32($0.count), &out, &size, nil, 0, 1, &ret, &dur)
+            }
         }
         let (t1, c1) = progStats(fd)
         return Double(t1 - t0) / Double(max(1, c1 - c0))
@@ -244,7 +262,9 @@ final class DatapathBench {
         // Ethernet + IPv4 + UDP with 4 bytes of payload; checksums do not matter to the cost
         var f: [UInt8] = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00]
         f += [0x45, 0, 0, 32, 0, 0, 0x40, 0, 64, 17, 0, 0] + src.address.bytes + dst.address.bytes
-        f += [UInt8(src.port >> 8), UInt8(src.port & 0xff), UInt8(dst.port >> 8), UInt8(dst.port & 0xff), 0, 12, 0, 0, 1, 2, 3, 4]
+        f += [
+            UInt8(src.port >> 8), UInt8(src.port & 0xff), UInt8(dst.port >> 8), UInt8(dst.port & 0xff), 0, 12, 0, 0, 1, 2, 3, 4,
+        ]
         return f
     }
 
@@ -261,11 +281,14 @@ final class DatapathBench {
             let p = PinDirectory("/sys/fs/bpf/ctctl-bench-dp-\(getpid())-\(epoch ? "on" : "off")")
             try Loader.load(p, options: o)
             let dp = try Dataplane(p, readOnly: false)
-            try Services.set(dp, ServiceRef("198.19.0.10:161/udp")!, backends: [Endpoint("198.18.2.2:1161")!, Endpoint("198.18.3.2:1161")!],
-                             lock: WriterLock(p))
+            try Services.set(
+                dp, ServiceRef("198.19.0.10:161/udp")!, backends: [Endpoint("198.18.2.2:1161")!, Endpoint("198.18.3.2:1161")!],
+                lock: WriterLock(p))
             loaded.append((epoch, p, dp))
         }
-        let client = Endpoint("198.18.1.2:40000")!, vip = Endpoint("198.19.0.10:161")!, host = Endpoint("198.18.9.9:53")!
+        let client = Endpoint("198.18.1.2:40000")!
+        let vip = Endpoint("198.19.0.10:161")!
+        let host = Endpoint("198.18.9.9:53")!
         var samples: [String: [Bool: [Double]]] = [:]
         var missPort = 1024
         for _ in 0..<rounds {
@@ -276,27 +299,38 @@ final class DatapathBench {
                     .append(try perPacket(dp, Array(repeating: DatapathBench.udp(client, host), count: packetsPerRound)))
                 samples["conntrack hit, NAT forward (DNAT)", default: [:]][epoch, default: []]
                     .append(try perPacket(dp, Array(repeating: DatapathBench.udp(client, vip), count: packetsPerRound)))
-                let backend = try Conntrack.lookup(dp, FlowKey(proto: .udp, src: client, dst: vip))?.nat ?? Endpoint("198.18.2.2:1161")!
+                let backend =
+                    try Conntrack.lookup(dp, FlowKey(proto: .udp, src: client, dst: vip))?.nat ?? Endpoint("198.18.2.2:1161")!
                 samples["conntrack hit, NAT reverse (reply)", default: [:]][epoch, default: []]
                     .append(try perPacket(dp, Array(repeating: DatapathBench.udp(backend, client), count: packetsPerRound)))
                 var misses: [[UInt8]] = []
                 for _ in 0..<(packetsPerRound / 4) {
                     missPort += 1
-                    misses.append(DatapathBench.udp(Endpoint(address: IPAddress("198.18.\(100 + missPort / 60000).\(missPort % 250 + 1)")!, port: UInt16(1024 + missPort % 60000)), vip))
+                    misses.append(
+                        DatapathBench.udp(
+                            Endpoint(
+                                address: IPAddress("198.18.\(100 + missPort / 60000).\(missPort % 250 + 1)")!,
+                                port: UInt16(1024 + missPort % 60000)), vip))
                 }
                 samples["miss, new NAT pair written", default: [:]][epoch, default: []].append(try perPacket(dp, misses))
             }
         }
-        return ["conntrack hit, normal entry", "conntrack hit, NAT forward (DNAT)", "conntrack hit, NAT reverse (reply)", "miss, new NAT pair written"]
-            .map { Result(path: $0, on: median(samples[$0]![true]!), off: median(samples[$0]![false]!)) }
+        return [
+            "conntrack hit, normal entry", "conntrack hit, NAT forward (DNAT)", "conntrack hit, NAT reverse (reply)",
+            "miss, new NAT pair written",
+        ]
+        .map { Result(path: $0, on: median(samples[$0]![true]!), off: median(samples[$0]![false]!)) }
     }
 }
 
 // MARK: report
 
 func machine() -> String {
-    let cpu = ((try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "").split(separator: "\n")
-        .first { $0.hasPrefix("model name") }.map { String($0.split(separator: ":", maxSplits: 1)[1]).trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
+    let cpu =
+        ((try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "").split(separator: "\n")
+        .first { $0.hasPrefix("model name") }.map {
+            String($0.split(separator: ":", maxSplits: 1)[1]).trimmingCharacters(in: .whitespaces)
+        } ?? "unknown CPU"
     var u = utsname()
     uname(&u)
     let release = withUnsafeBytes(of: u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
@@ -337,13 +371,17 @@ do { datapath = try DatapathBench().run() } catch {
 }
 
 emit("Machine: \(machine())")
-emit("Wall: median of \(opts.runs) rounds (bpftool: 3, 1 above 1M entries). Ratio: median of each round's ratio to that round's floor. Peak RSS: the largest of the runs (wait4 ru_maxrss).")
+emit(
+    "Wall: median of \(opts.runs) rounds (bpftool: 3, 1 above 1M entries). Ratio: median of each round's ratio to that round's floor. Peak RSS: the largest of the runs (wait4 ru_maxrss)."
+)
 var verdicts: [(String, Bool)] = []
 for b in benches {
     emit()
     emit("### \(b.n) entries")
     emit()
-    emit("\(b.present) entries present in a \(b.ctSize)-entry LRU map: \(b.counts.normal + b.counts.missedNAT + b.counts.expired) normal, \(b.counts.natPairs + b.counts.orphanPairs) NAT pairs, \(b.counts.halfPairs) half pairs; \(b.counts.stale) stale (\(b.counts.missedNAT) missed-nat, \(b.counts.orphanPairs * 2) orphan-nat, \(b.counts.halfPairs) half-pair, \(b.counts.expired) expired).")
+    emit(
+        "\(b.present) entries present in a \(b.ctSize)-entry LRU map: \(b.counts.normal + b.counts.missedNAT + b.counts.expired) normal, \(b.counts.natPairs + b.counts.orphanPairs) NAT pairs, \(b.counts.halfPairs) half pairs; \(b.counts.stale) stale (\(b.counts.missedNAT) missed-nat, \(b.counts.orphanPairs * 2) orphan-nat, \(b.counts.halfPairs) half-pair, \(b.counts.expired) expired)."
+    )
     emit()
     emit("| command | wall | peak RSS | ratio |")
     emit("| --- | --- | --- | --- |")
@@ -365,7 +403,8 @@ for b in benches {
     verdicts.append(("N=\(b.n): heal --once \(String(format: "%.2f", heal))x floor (target <= 3x)", heal <= 3))
     if let j = b.row("bpftool -j map dump") {
         let speed = j.wall / ctJSON
-        verdicts.append(("N=\(b.n): list -o json \(String(format: "%.1f", speed))x faster than bpftool -j (target >= 5x)", speed >= 5))
+        verdicts.append(
+            ("N=\(b.n): list -o json \(String(format: "%.1f", speed))x faster than bpftool -j (target >= 5x)", speed >= 5))
     }
     verdicts.append(("N=\(b.n): peak RSS of list and heal \(rss) MiB (target <= 64 MiB)", rss <= 64))
 }
@@ -377,7 +416,11 @@ emit("| --- | --- | --- | --- |")
 for d in datapath {
     emit(String(format: "| %@ | %.1f ns | %.1f ns | %.3f |", d.path, d.on, d.off, d.on / d.off))
     if d.path.hasPrefix("conntrack hit") {
-        verdicts.append((String(format: "%@: epoch check costs %+.1f%% (target <= 5%%)", d.path, (d.on / d.off - 1) * 100), d.on / d.off <= 1.05))
+        verdicts.append(
+            (
+                String(format: "%@: epoch check costs %+.1f%% (target <= 5%%)", d.path, (d.on / d.off - 1) * 100),
+                d.on / d.off <= 1.05
+            ))
     }
 }
 emit()

@@ -17,10 +17,12 @@ guard args.isSubset(of: ["--fast", "--keep"]) else {
     exit(64)
 }
 guard getuid() == 0 else {
-    FileHandle.standardError.write("ctctl-demo: run as root (it creates network namespaces and loads BPF programs)\n".data(using: .utf8)!)
+    FileHandle.standardError.write(
+        "ctctl-demo: run as root (it creates network namespaces and loads BPF programs)\n".data(using: .utf8)!)
     exit(77)
 }
-var config = Incident.Config(ctctl: URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("ctctl").path)
+var config = Incident.Config(
+    ctctl: URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("ctctl").path)
 config.phaseSeconds = args.contains("--fast") ? 1.5 : 3
 config.color = isatty(1) == 1
 config.keep = args.contains("--keep")

@@ -117,8 +117,10 @@ struct RemoveCommand: CtctlCommand {
 
     func execute(_ console: Console) throws -> ExitStatus {
         let match = try Operations.PairMatch(
-            proto: try Parse.proto(proto), dst: try Parse.address(dst, what: "destination"), src: try Parse.address(src, what: "source"),
-            dport: try dport.map { try Parse.port($0, what: "--dport") }, sport: try sport.map { try Parse.port($0, what: "--sport") })
+            proto: try Parse.proto(proto), dst: try Parse.address(dst, what: "destination"),
+            src: try Parse.address(src, what: "source"),
+            dport: try dport.map { try Parse.port($0, what: "--dport") },
+            sport: try sport.map { try Parse.port($0, what: "--sport") })
         var o = Operations.DeleteOptions()
         o.dryRun = dryRun
         o.mode = output.mode

@@ -37,7 +37,8 @@ struct DataplaneCommand: ParsableCommand {
         @Flag(help: "Switch off the service-epoch re-check (the fix), reproducing the Calico bug.")
         var noServiceEpoch = false
 
-        @Option(help: ArgumentHelp("Idle timeouts, e.g. udp=60s,tcp=1h,tcp-closing=30s,other=10m.", valueName: "name=duration,..."))
+        @Option(
+            help: ArgumentHelp("Idle timeouts, e.g. udp=60s,tcp=1h,tcp-closing=30s,other=10m.", valueName: "name=duration,..."))
         var timeout: String?
 
         func execute(_ console: Console) throws -> ExitStatus {
@@ -46,7 +47,9 @@ struct DataplaneCommand: ParsableCommand {
             options.serviceEpoch = !noServiceEpoch
             if let timeout { options.timeouts = try Timeouts(parsing: timeout) }
             try Loader.load(global.pins, options: options)
-            console.out.line("loaded the dataplane at \(global.pins.path) (conntrack \(ctSize) entries, epoch re-check \(noServiceEpoch ? "off" : "on"))")
+            console.out.line(
+                "loaded the dataplane at \(global.pins.path) (conntrack \(ctSize) entries, epoch re-check \(noServiceEpoch ? "off" : "on"))"
+            )
             return .success
         }
     }

@@ -3,7 +3,10 @@ import ConntrackKit
 
 /// Flags every command takes.
 struct GlobalOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("Pin directory of the dataplane's maps (default: $CTCTL_PIN_DIR, else /sys/fs/bpf/ctctl).", valueName: "dir"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Pin directory of the dataplane's maps (default: $CTCTL_PIN_DIR, else /sys/fs/bpf/ctctl).", valueName: "dir"))
     var pinDir: String?
 
     var pins: PinDirectory { PinDirectory.resolve(pinDir) }
@@ -36,7 +39,8 @@ enum Parse {
 
     static func service(_ text: String) throws -> ServiceRef {
         guard let s = ServiceRef(text) else {
-            throw ValidationError("bad service '\(text)': write VIP:PORT/PROTO, e.g. 198.19.0.10:161/udp or [2001:db8::10]:53/udp")
+            throw ValidationError(
+                "bad service '\(text)': write VIP:PORT/PROTO, e.g. 198.19.0.10:161/udp or [2001:db8::10]:53/udp")
         }
         return s
     }
@@ -47,11 +51,14 @@ enum Parse {
 struct FilterOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Protocol: udp, tcp, or a number.", valueName: "proto")) var proto: String?
     @Option(help: ArgumentHelp("Original source address or CIDR.", valueName: "cidr")) var src: String?
-    @Option(help: ArgumentHelp("Original destination address or CIDR (for NAT flows: the VIP).", valueName: "cidr")) var dst: String?
+    @Option(help: ArgumentHelp("Original destination address or CIDR (for NAT flows: the VIP).", valueName: "cidr")) var dst:
+        String?
     @Option(help: ArgumentHelp("Original source port.", valueName: "port")) var sport: String?
-    @Option(help: ArgumentHelp("Original destination port (for NAT flows: the service port).", valueName: "port")) var dport: String?
+    @Option(help: ArgumentHelp("Original destination port (for NAT flows: the service port).", valueName: "port")) var dport:
+        String?
     @Option(help: ArgumentHelp("Entry type: normal, nat-fwd or nat-rev.", valueName: "type")) var type: String?
-    @Option(help: ArgumentHelp("Entries of a service, and normal entries addressed to it: VIP:PORT/PROTO.", valueName: "service")) var service: String?
+    @Option(help: ArgumentHelp("Entries of a service, and normal entries addressed to it: VIP:PORT/PROTO.", valueName: "service"))
+    var service: String?
     @Option(help: ArgumentHelp("Address family: 4 or 6.", valueName: "4|6")) var family: String?
 
     func filter() throws -> ConntrackFilter {
@@ -62,7 +69,9 @@ struct FilterOptions: ParsableArguments {
         if let sport { f.sourcePort = try Parse.port(sport, what: "--sport") }
         if let dport { f.destinationPort = try Parse.port(dport, what: "--dport") }
         if let type {
-            guard let t = EntryType(name: type) else { throw ValidationError("bad --type '\(type)': write normal, nat-fwd or nat-rev") }
+            guard let t = EntryType(name: type) else {
+                throw ValidationError("bad --type '\(type)': write normal, nat-fwd or nat-rev")
+            }
             f.type = t
         }
         if let service { f.service = try Parse.service(service) }

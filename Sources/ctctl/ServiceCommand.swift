@@ -27,7 +27,8 @@ struct ServiceCommand: ParsableCommand {
 
         @OptionGroup var global: GlobalOptions
         @Argument(help: ArgumentHelp("The frontend: VIP:PORT/PROTO.", valueName: "vip:port/proto")) var service: String
-        @Option(name: .customLong("backend"), help: ArgumentHelp("A backend ADDRESS:PORT (repeat for more).", valueName: "ip:port"))
+        @Option(
+            name: .customLong("backend"), help: ArgumentHelp("A backend ADDRESS:PORT (repeat for more).", valueName: "ip:port"))
         var backends: [String] = []
 
         func execute(_ console: Console) throws -> ExitStatus {
@@ -36,7 +37,9 @@ struct ServiceCommand: ParsableCommand {
             try Services.validate(ref, backends: eps)
             let dp = try Dataplane(global.pins, readOnly: false)
             let created = try Services.set(dp, ref, backends: eps, lock: WriterLock(global.pins))
-            console.out.line("\(created ? "created" : "replaced") service \(ref) with \(eps.count) backend\(eps.count == 1 ? "" : "s") (service epoch now \(try dp.epoch()))")
+            console.out.line(
+                "\(created ? "created" : "replaced") service \(ref) with \(eps.count) backend\(eps.count == 1 ? "" : "s") (service epoch now \(try dp.epoch()))"
+            )
             return .success
         }
     }

@@ -13,7 +13,9 @@ struct Synthetic {
         FlowKey(proto: p, src: Endpoint(s)!, dst: Endpoint(d)!).raw
     }
 
-    static func normal(_ p: IPProto, _ s: String, _ d: String, created: UInt64 = 100, lastSeen: UInt64 = 100, flags: UInt32 = 0) -> Synthetic {
+    static func normal(_ p: IPProto, _ s: String, _ d: String, created: UInt64 = 100, lastSeen: UInt64 = 100, flags: UInt32 = 0)
+        -> Synthetic
+    {
         var e = Synthetic(key: key(p, s, d))
         e.value.created_ns = created
         e.value.last_seen_ns = lastSeen
@@ -24,9 +26,14 @@ struct Synthetic {
     }
 
     /// Both halves of a NAT pair: client -> vip translated to backend.
-    static func pair(_ p: IPProto, client: String, vip: String, backend: String, created: UInt64 = 100, lastSeen: UInt64 = 100) -> (Synthetic, Synthetic) {
-        let c = Endpoint(client)!, v = Endpoint(vip)!, b = Endpoint(backend)!
-        let fk = key(p, client, vip), rk = key(p, backend, client)
+    static func pair(_ p: IPProto, client: String, vip: String, backend: String, created: UInt64 = 100, lastSeen: UInt64 = 100)
+        -> (Synthetic, Synthetic)
+    {
+        let c = Endpoint(client)!
+        let v = Endpoint(vip)!
+        let b = Endpoint(backend)!
+        let fk = key(p, client, vip)
+        let rk = key(p, backend, client)
         func value(_ type: EntryType, nat: Endpoint, partner: ctctl_ct_key) -> ctctl_ct_value {
             var x = ctctl_ct_value()
             x.created_ns = created
@@ -41,12 +48,15 @@ struct Synthetic {
             return x
         }
         _ = c
-        return (Synthetic(key: fk, value: value(.natForward, nat: b, partner: rk)),
-                Synthetic(key: rk, value: value(.natReverse, nat: v, partner: fk)))
+        return (
+            Synthetic(key: fk, value: value(.natForward, nat: b, partner: rk)),
+            Synthetic(key: rk, value: value(.natReverse, nat: v, partner: fk))
+        )
     }
 
     func with<T>(_ body: (EntryView) -> T) -> T {
-        var k = key, v = value
+        var k = key
+        var v = value
         return withUnsafePointer(to: &k) { kp in withUnsafePointer(to: &v) { vp in body(EntryView(kp, vp)) } }
     }
 }
@@ -89,7 +99,12 @@ struct FilterTests {
             (f { $0.service = ServiceRef("198.19.0.10:161/udp") }, [true, true, false, false]),
             (f { $0.service = ServiceRef("198.19.0.10:161/tcp") }, [false, false, false, false]),
             (f { $0.family = .v6 }, [false, false, false, true]),
-            (f { $0.destination = IPNetwork("2001:db8::/32"); $0.destinationPort = 53 }, [false, false, false, true]),
+            (
+                f {
+                    $0.destination = IPNetwork("2001:db8::/32")
+                    $0.destinationPort = 53
+                }, [false, false, false, true]
+            ),
         ]
         for (filter, expected) in cases {
             let got = [fwd, rev, normal, v6].map { s in s.with { filter.matches($0) } }
@@ -102,13 +117,17 @@ struct FilterTests {
         let m = try Operations.PairMatch(proto: .udp, dst: IPAddress("198.19.0.10")!, src: IPAddress("198.18.1.2")!)
         #expect(fwd.with { m.matches($0) })
         #expect(!rev.with { m.matches($0) }, "the reverse half is keyed backend -> client: it goes as the partner")
-        let reversed = try Operations.PairMatch(proto: .udp, dst: IPAddress("198.18.1.2")!, src: IPAddress("198.19.0.10")!, dport: 40000)
+        let reversed = try Operations.PairMatch(
+            proto: .udp, dst: IPAddress("198.18.1.2")!, src: IPAddress("198.19.0.10")!, dport: 40000)
         #expect(fwd.with { reversed.matches($0) })
-        let narrowed = try Operations.PairMatch(proto: .udp, dst: IPAddress("198.19.0.10")!, src: IPAddress("198.18.1.2")!, dport: 161, sport: 40001)
+        let narrowed = try Operations.PairMatch(
+            proto: .udp, dst: IPAddress("198.19.0.10")!, src: IPAddress("198.18.1.2")!, dport: 161, sport: 40001)
         #expect(!fwd.with { narrowed.matches($0) })
         let tcp = try Operations.PairMatch(proto: .tcp, dst: IPAddress("198.19.0.10")!, src: IPAddress("198.18.1.2")!)
         #expect(!fwd.with { tcp.matches($0) })
-        #expect(throws: CtctlError.self) { try Operations.PairMatch(proto: .udp, dst: IPAddress("198.19.0.10")!, src: IPAddress("2001:db8::1")!) }
+        #expect(throws: CtctlError.self) {
+            try Operations.PairMatch(proto: .udp, dst: IPAddress("198.19.0.10")!, src: IPAddress("2001:db8::1")!)
+        }
     }
 
     @Test("the decoded entry carries every field")
@@ -118,7 +137,10 @@ struct FilterTests {
         #expect(e.nat == Endpoint("198.18.2.2:1161"))
         #expect(e.service == ServiceRef("198.19.0.10:161/udp"))
         #expect(e.partner == FlowKey(proto: .udp, src: Endpoint("198.18.2.2:1161")!, dst: Endpoint("198.18.1.2:40000")!))
-        #expect(Synthetic.normal(.tcp, "198.18.1.2:1", "198.18.1.3:2", flags: CTCTL_CT_F_FIN | CTCTL_CT_F_SEEN_REPLY).with { $0.entry.flagNames } == ["fin", "seen-reply"])
+        #expect(
+            Synthetic.normal(.tcp, "198.18.1.2:1", "198.18.1.3:2", flags: CTCTL_CT_F_FIN | CTCTL_CT_F_SEEN_REPLY).with {
+                $0.entry.flagNames
+            } == ["fin", "seen-reply"])
     }
 }
 
@@ -135,9 +157,12 @@ struct OutputFormatTests {
 
     static var sample: [Synthetic] {
         let (f, r) = Synthetic.pair(.udp, client: "198.18.1.2:40000", vip: "198.19.0.10:161", backend: "198.18.2.2:1161")
-        let (f6, r6) = Synthetic.pair(.tcp, client: "[2001:db8:1::2]:40000", vip: "[2001:db8:ff::10]:443", backend: "[2001:db8:2::2]:8443")
-        return [f, r, f6, r6, Synthetic.normal(.udp, "198.18.1.2:40002", "198.18.9.9:53", flags: CTCTL_CT_F_SEEN_REPLY),
-                Synthetic.normal(IPProto(132), "198.18.1.2:9", "198.18.9.9:9")]
+        let (f6, r6) = Synthetic.pair(
+            .tcp, client: "[2001:db8:1::2]:40000", vip: "[2001:db8:ff::10]:443", backend: "[2001:db8:2::2]:8443")
+        return [
+            f, r, f6, r6, Synthetic.normal(.udp, "198.18.1.2:40002", "198.18.9.9:53", flags: CTCTL_CT_F_SEEN_REPLY),
+            Synthetic.normal(IPProto(132), "198.18.1.2:9", "198.18.9.9:9"),
+        ]
     }
 
     @Test("JSON: one array, parses, and validates against the published schema")
@@ -171,14 +196,17 @@ struct OutputFormatTests {
         let col = lines[0].range(of: "TYPE")!.lowerBound.utf16Offset(in: lines[0])
         #expect(lines.dropFirst().allSatisfy { $0.count > col && $0[$0.index($0.startIndex, offsetBy: col)] != " " })
         let w = render(.table(wide: true), OutputFormatTests.sample, reasons: Array(repeating: .halfPair, count: 6))
-        #expect(w.contains("REASON") && w.contains("half-pair") && w.contains("seen-reply") && w.contains("[2001:db8:ff::10]:443/tcp"))
+        #expect(
+            w.contains("REASON") && w.contains("half-pair") && w.contains("seen-reply") && w.contains("[2001:db8:ff::10]:443/tcp")
+        )
         #expect(render(.count, OutputFormatTests.sample) == "6\n")
     }
 
     @Test("IPv6 text matches inet_ntop, compressed forms and IPv4-mapped included")
     func ipv6Text() {
         var specials: [[UInt8]] = [
-            Array(repeating: 0, count: 16), Array(repeating: 0, count: 15) + [1], Array(repeating: 0, count: 10) + [0xff, 0xff, 198, 18, 0, 1],
+            Array(repeating: 0, count: 16), Array(repeating: 0, count: 15) + [1],
+            Array(repeating: 0, count: 10) + [0xff, 0xff, 198, 18, 0, 1],
             Array(repeating: 0, count: 12) + [198, 18, 0, 1], [0x20, 0x01, 0x0d, 0xb8] + Array(repeating: 0, count: 12),
             [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1], [0x20, 0x01, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1],
             Array(repeating: 0, count: 10) + [0xff, 0xff, 0, 0, 0, 0], Array(repeating: 0, count: 12) + [0, 0, 0, 2],
@@ -187,10 +215,14 @@ struct OutputFormatTests {
         var rng = SystemRandomNumberGenerator()
         for _ in 0..<2000 {
             // random groups, with zero runs likely
-            specials.append((0..<8).flatMap { _ -> [UInt8] in Bool.random(using: &rng) ? [0, 0] : [UInt8.random(in: 0...255), UInt8.random(in: 0...255)] })
+            specials.append(
+                (0..<8).flatMap { _ -> [UInt8] in
+                    Bool.random(using: &rng) ? [0, 0] : [UInt8.random(in: 0...255), UInt8.random(in: 0...255)]
+                })
         }
         for b in specials {
-            var hi: UInt64 = 0, lo: UInt64 = 0
+            var hi: UInt64 = 0
+            var lo: UInt64 = 0
             for i in 0..<8 { hi = hi << 8 | UInt64(b[i]) }
             for i in 8..<16 { lo = lo << 8 | UInt64(b[i]) }
             var buf = [CChar](repeating: 0, count: 64)
@@ -202,14 +234,20 @@ struct OutputFormatTests {
 }
 
 func validates(_ json: String) throws -> Bool {
-    let file = FileManager.default.temporaryDirectory.appendingPathComponent("ctctl-unit-\(getpid())-\(UInt32.random(in: 0..<UInt32.max)).json")
+    let file = FileManager.default.temporaryDirectory.appendingPathComponent(
+        "ctctl-unit-\(getpid())-\(UInt32.random(in: 0..<UInt32.max)).json")
     try json.write(to: file, atomically: true, encoding: .utf8)
     defer { try? FileManager.default.removeItem(at: file) }
-    let schema = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let schema = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
         .appendingPathComponent("docs/schema/conntrack-entry.schema.json").path
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = ["python3", "-c", "import json,sys,jsonschema; jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))", file.path, schema]
+    p.arguments = [
+        "python3", "-c",
+        "import json,sys,jsonschema; jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))", file.path,
+        schema,
+    ]
     p.standardError = FileHandle.nullDevice
     try p.run()
     p.waitUntilExit()

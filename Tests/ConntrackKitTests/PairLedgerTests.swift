@@ -1,12 +1,14 @@
 import CLibBPF
-@testable import ConntrackKit
 import Testing
+
+@testable import ConntrackKit
 
 @Suite("the pair ledger (no kernel)")
 struct PairLedgerTests {
     static func pair(_ i: Int, created: UInt64 = 1000) -> (Synthetic, Synthetic) {
-        Synthetic.pair(.udp, client: "198.18.\(i / 60000 % 250).\(i / 250 % 240 + 1):\(1024 + i % 60000)",
-                       vip: "198.19.0.\(i % 7 + 1):161", backend: "198.18.200.\(i % 5 + 1):1161", created: created, lastSeen: created)
+        Synthetic.pair(
+            .udp, client: "198.18.\(i / 60000 % 250).\(i / 250 % 240 + 1):\(1024 + i % 60000)",
+            vip: "198.19.0.\(i % 7 + 1):161", backend: "198.18.200.\(i % 5 + 1):1161", created: created, lastSeen: created)
     }
 
     @Test("intact pairs cancel; lone halves come back whole, either half, whatever the order")
@@ -23,7 +25,13 @@ struct PairLedgerTests {
                 r.with { ledger.add($0) }
                 lone.append((r.key, UInt64(1000 + i), -1))
             default:
-                if i % 2 == 0 { r.with { ledger.add($0) }; f.with { ledger.add($0) } } else { f.with { ledger.add($0) }; r.with { ledger.add($0) } }
+                if i % 2 == 0 {
+                    r.with { ledger.add($0) }
+                    f.with { ledger.add($0) }
+                } else {
+                    f.with { ledger.add($0) }
+                    r.with { ledger.add($0) }
+                }
             }
         }
         let (elements, complete) = ledger.decode()

@@ -3,18 +3,22 @@ import Testing
 
 @Suite("parsing operator input")
 struct ParsingTests {
-    @Test("IP addresses", arguments: [
-        ("198.18.0.1", "198.18.0.1"), ("2001:db8::1", "2001:db8::1"), ("2001:DB8:0:0::1", "2001:db8::1"),
-        ("::", "::"), ("::ffff:198.18.0.1", "::ffff:198.18.0.1"), ("0.0.0.0", "0.0.0.0"),
-    ])
+    @Test(
+        "IP addresses",
+        arguments: [
+            ("198.18.0.1", "198.18.0.1"), ("2001:db8::1", "2001:db8::1"), ("2001:DB8:0:0::1", "2001:db8::1"),
+            ("::", "::"), ("::ffff:198.18.0.1", "::ffff:198.18.0.1"), ("0.0.0.0", "0.0.0.0"),
+        ])
     func addresses(_ input: String, _ printed: String) {
         #expect(IPAddress(input)?.description == printed)
     }
 
-    @Test("malformed IP addresses are rejected", arguments: [
-        "", "198.18.0", "198.18.0.256", "198.18.0.1.2", "01.2.3.4x", "2001:db8::1::2", "2001:db8:::1", "host", " 198.18.0.1",
-        "198.18.0.1/32", "[2001:db8::1]", "gggg::1",
-    ])
+    @Test(
+        "malformed IP addresses are rejected",
+        arguments: [
+            "", "198.18.0", "198.18.0.256", "198.18.0.1.2", "01.2.3.4x", "2001:db8::1::2", "2001:db8:::1", "host", " 198.18.0.1",
+            "198.18.0.1/32", "[2001:db8::1]", "gggg::1",
+        ])
     func badAddresses(_ input: String) {
         #expect(IPAddress(input) == nil)
     }
@@ -29,20 +33,26 @@ struct ParsingTests {
         #expect(raw.withUnsafeBytes { IPAddress(raw: $0.baseAddress!, family: 4) } == a)
     }
 
-    @Test("CIDR matching", arguments: [
-        ("198.18.0.0/15", "198.19.255.255", true), ("198.18.0.0/15", "198.20.0.0", false),
-        ("198.18.1.2", "198.18.1.2", true), ("198.18.1.2", "198.18.1.3", false), ("0.0.0.0/0", "203.0.113.9", true),
-        ("2001:db8::/32", "2001:db8:ffff::1", true), ("2001:db8::/32", "2001:db9::1", false),
-        ("2001:db8:1:2::/64", "2001:db8:1:2:ffff::", true), ("2001:db8::1/128", "2001:db8::1", true),
-        ("2001:db8::/96", "2001:db8::ff:1", true), ("::/0", "2001:db8::1", true),
-        ("198.18.0.0/15", "2001:db8::1", false), ("::/0", "198.18.0.1", false),
-    ])
+    @Test(
+        "CIDR matching",
+        arguments: [
+            ("198.18.0.0/15", "198.19.255.255", true), ("198.18.0.0/15", "198.20.0.0", false),
+            ("198.18.1.2", "198.18.1.2", true), ("198.18.1.2", "198.18.1.3", false), ("0.0.0.0/0", "203.0.113.9", true),
+            ("2001:db8::/32", "2001:db8:ffff::1", true), ("2001:db8::/32", "2001:db9::1", false),
+            ("2001:db8:1:2::/64", "2001:db8:1:2:ffff::", true), ("2001:db8::1/128", "2001:db8::1", true),
+            ("2001:db8::/96", "2001:db8::ff:1", true), ("::/0", "2001:db8::1", true),
+            ("198.18.0.0/15", "2001:db8::1", false), ("::/0", "198.18.0.1", false),
+        ])
     func cidr(_ net: String, _ addr: String, _ inside: Bool) throws {
         let n = try #require(IPNetwork(net))
         #expect(n.contains(try #require(IPAddress(addr))) == inside)
     }
 
-    @Test("malformed CIDRs are rejected", arguments: ["198.18.0.0/33", "198.18.0.0/", "198.18.0.0/-1", "198.18.0.0/+8", "2001:db8::/129", "/8", "198.18.0.0/8/8", "x/8"])
+    @Test(
+        "malformed CIDRs are rejected",
+        arguments: [
+            "198.18.0.0/33", "198.18.0.0/", "198.18.0.0/-1", "198.18.0.0/+8", "2001:db8::/129", "/8", "198.18.0.0/8/8", "x/8",
+        ])
     func badCIDR(_ input: String) {
         #expect(IPNetwork(input) == nil)
     }
@@ -53,23 +63,31 @@ struct ParsingTests {
         #expect(IPNetwork("2001:db8:1:2:3::/48")?.description == "2001:db8:1::/48")
     }
 
-    @Test("endpoints", arguments: [
-        ("198.18.0.1:53", "198.18.0.1:53"), ("[2001:db8::1]:53", "[2001:db8::1]:53"), ("198.18.0.1:0", "198.18.0.1:0"),
-        ("198.18.0.1:65535", "198.18.0.1:65535"),
-    ])
+    @Test(
+        "endpoints",
+        arguments: [
+            ("198.18.0.1:53", "198.18.0.1:53"), ("[2001:db8::1]:53", "[2001:db8::1]:53"), ("198.18.0.1:0", "198.18.0.1:0"),
+            ("198.18.0.1:65535", "198.18.0.1:65535"),
+        ])
     func endpoints(_ input: String, _ printed: String) {
         #expect(Endpoint(input)?.description == printed)
     }
 
-    @Test("malformed endpoints are rejected", arguments: [
-        "198.18.0.1", "198.18.0.1:", "198.18.0.1:65536", "198.18.0.1:-1", "198.18.0.1:+53", "2001:db8::1:53", "[2001:db8::1]",
-        "[2001:db8::1]53", "[198.18.0.1]:53", ":53", "198.18.0.1:5x",
-    ])
+    @Test(
+        "malformed endpoints are rejected",
+        arguments: [
+            "198.18.0.1", "198.18.0.1:", "198.18.0.1:65536", "198.18.0.1:-1", "198.18.0.1:+53", "2001:db8::1:53", "[2001:db8::1]",
+            "[2001:db8::1]53", "[198.18.0.1]:53", ":53", "198.18.0.1:5x",
+        ])
     func badEndpoints(_ input: String) {
         #expect(Endpoint(input) == nil)
     }
 
-    @Test("protocols", arguments: [("udp", "udp", 17), ("UDP", "udp", 17), ("tcp", "tcp", 6), ("17", "udp", 17), ("132", "132", 132), ("0", "0", 0)])
+    @Test(
+        "protocols",
+        arguments: [
+            ("udp", "udp", 17), ("UDP", "udp", 17), ("tcp", "tcp", 6), ("17", "udp", 17), ("132", "132", 132), ("0", "0", 0),
+        ])
     func protocols(_ input: String, _ printed: String, _ number: Int) {
         #expect(IPProto(input)?.description == printed)
         #expect(IPProto(input)?.number == UInt8(number))
@@ -80,17 +98,31 @@ struct ParsingTests {
         #expect(IPProto(input) == nil)
     }
 
-    @Test("services", arguments: [("198.19.0.10:161/udp", "198.19.0.10:161/udp"), ("[2001:db8::10]:53/UDP", "[2001:db8::10]:53/udp"), ("198.19.0.10:80/6", "198.19.0.10:80/tcp")])
+    @Test(
+        "services",
+        arguments: [
+            ("198.19.0.10:161/udp", "198.19.0.10:161/udp"), ("[2001:db8::10]:53/UDP", "[2001:db8::10]:53/udp"),
+            ("198.19.0.10:80/6", "198.19.0.10:80/tcp"),
+        ])
     func services(_ input: String, _ printed: String) {
         #expect(ServiceRef(input)?.description == printed)
     }
 
-    @Test("malformed services are rejected", arguments: ["198.19.0.10:161", "198.19.0.10/udp", "198.19.0.10:161/", "2001:db8::10:53/udp", "x:1/udp", "198.19.0.10:161/udpx"])
+    @Test(
+        "malformed services are rejected",
+        arguments: [
+            "198.19.0.10:161", "198.19.0.10/udp", "198.19.0.10:161/", "2001:db8::10:53/udp", "x:1/udp", "198.19.0.10:161/udpx",
+        ])
     func badServices(_ input: String) {
         #expect(ServiceRef(input) == nil)
     }
 
-    @Test("durations", arguments: [("500ms", 500_000_000 as UInt64), ("60s", 60_000_000_000), ("10m", 600_000_000_000), ("1h", 3_600_000_000_000), ("5", 5_000_000_000)])
+    @Test(
+        "durations",
+        arguments: [
+            ("500ms", 500_000_000 as UInt64), ("60s", 60_000_000_000), ("10m", 600_000_000_000), ("1h", 3_600_000_000_000),
+            ("5", 5_000_000_000),
+        ])
     func durations(_ input: String, _ ns: UInt64) {
         #expect(DurationText.parseNanoseconds(input) == ns)
     }
@@ -100,7 +132,12 @@ struct ParsingTests {
         #expect(DurationText.parseNanoseconds(input) == nil)
     }
 
-    @Test("short duration text", arguments: [(850_000_000 as UInt64, "850ms"), (12_000_000_000, "12s"), (303_000_000_000, "5m3s"), (3_600_000_000_000, "1h"), (7_260_000_000_000, "2h1m"), (273_600_000_000_000, "3d4h")])
+    @Test(
+        "short duration text",
+        arguments: [
+            (850_000_000 as UInt64, "850ms"), (12_000_000_000, "12s"), (303_000_000_000, "5m3s"), (3_600_000_000_000, "1h"),
+            (7_260_000_000_000, "2h1m"), (273_600_000_000_000, "3d4h"),
+        ])
     func durationText(_ ns: UInt64, _ text: String) {
         #expect(DurationText.format(nanoseconds: ns) == text)
     }
@@ -128,7 +165,9 @@ struct ParsingTests {
 struct FormattingTests {
     @Test("JSON escapes and keeps key order")
     func json() {
-        let doc = JSON.object([("b", .string("a\"b\\c\n\u{1}")), ("a", .array([.uint(1), .int(-2), .null, .bool(true)])), ("e", .object([]))])
+        let doc = JSON.object([
+            ("b", .string("a\"b\\c\n\u{1}")), ("a", .array([.uint(1), .int(-2), .null, .bool(true)])), ("e", .object([])),
+        ])
         #expect(doc.render(pretty: false) == #"{"b":"a\"b\\c\n\u0001","a":[1,-2,null,true],"e":{}}"#)
         #expect(doc.render().contains("\n  \"a\": [\n    1,"))
     }

@@ -1,7 +1,7 @@
 import CLibBPF
 import ConntrackKit
-import NetLab
 import Foundation
+import NetLab
 import Testing
 
 @Suite("bad input: one clear line, a documented exit code, nothing changed")
@@ -9,7 +9,8 @@ struct BadInputTests {
     /// A copy of the ctctl binary any user can run, wherever the checkout lives.
     static func publicBinary() throws -> (path: String, cleanup: () -> Void) {
         let dir = "/tmp/ctctl-bin-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o755])
+        try FileManager.default.createDirectory(
+            atPath: dir, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o755])
         let bin = dir + "/ctctl"
         try FileManager.default.copyItem(atPath: ctctlBinary(), toPath: bin)
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: bin)
@@ -63,7 +64,9 @@ struct BadInputTests {
         #expect(r.err.contains("ctctl dataplane load"))
     }
 
-    @Test("maps of another layout are refused (exit 65) and never written", arguments: ["ct-key", "ct-type", "fe-value", "abi", "magic"])
+    @Test(
+        "maps of another layout are refused (exit 65) and never written",
+        arguments: ["ct-key", "ct-type", "fe-value", "abi", "magic"])
     func wrongLayout(_ kind: String) throws {
         let fake = try FakePins("layout-\(kind)")
         defer { fake.cleanup() }
@@ -134,7 +137,9 @@ struct BadInputTests {
         }
     }
 
-    @Test("bad load options: exit 64", arguments: [["--timeout", "udp=soon"], ["--timeout", "icmp=5s"], ["--ct-size", "10"], ["--ct-size", "-1"]])
+    @Test(
+        "bad load options: exit 64",
+        arguments: [["--timeout", "udp=soon"], ["--timeout", "icmp=5s"], ["--ct-size", "10"], ["--ct-size", "-1"]])
     func badLoadOptions(_ opts: [String]) throws {
         let dir = "/sys/fs/bpf/" + TestDataplane.uniqueName("badopts")
         let r = ctctl(["dataplane", "load", "--pin-dir", dir] + opts)

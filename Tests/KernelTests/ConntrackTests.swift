@@ -45,14 +45,16 @@ struct ConntrackTests {
         }
     }
 
-    @Test("each filter, and filters combined", arguments: [
-        (["--proto", "tcp"], 3), (["--proto", "6"], 3), (["--src", "198.18.1.2"], 6), (["--src", "198.18.1.0/24"], 8),
-        (["--dst", "198.19.0.10"], 4), (["--dst", "198.19.0.0/16"], 6), (["--dport", "161"], 4), (["--sport", "40000"], 4),
-        (["--type", "nat-rev"], 4), (["--type", "normal"], 3), (["--service", "198.19.0.10:161/udp"], 4),
-        (["--service", "[2001:db8:ff::10]:53/udp"], 2), (["--family", "6"], 3), (["--family", "4"], 8),
-        (["--proto", "udp", "--family", "4", "--type", "normal"], 1), (["--src", "2001:db8:1::/48", "--dport", "53"], 3),
-        (["--dst", "198.19.0.10", "--sport", "40001", "--type", "nat-fwd"], 1), (["--proto", "17", "--dport", "80"], 0),
-    ])
+    @Test(
+        "each filter, and filters combined",
+        arguments: [
+            (["--proto", "tcp"], 3), (["--proto", "6"], 3), (["--src", "198.18.1.2"], 6), (["--src", "198.18.1.0/24"], 8),
+            (["--dst", "198.19.0.10"], 4), (["--dst", "198.19.0.0/16"], 6), (["--dport", "161"], 4), (["--sport", "40000"], 4),
+            (["--type", "nat-rev"], 4), (["--type", "normal"], 3), (["--service", "198.19.0.10:161/udp"], 4),
+            (["--service", "[2001:db8:ff::10]:53/udp"], 2), (["--family", "6"], 3), (["--family", "4"], 8),
+            (["--proto", "udp", "--family", "4", "--type", "normal"], 1), (["--src", "2001:db8:1::/48", "--dport", "53"], 3),
+            (["--dst", "198.19.0.10", "--sport", "40001", "--type", "nat-fwd"], 1), (["--proto", "17", "--dport", "80"], 0),
+        ])
     func filters(_ args: [String], _ expected: Int) throws {
         try withDataplane("filters") { t in
             try Fixture.stage(t)
@@ -80,7 +82,11 @@ struct ConntrackTests {
             let lines = table.out.split(separator: "\n")
             #expect(lines.count == 4)
             #expect(lines[0].hasPrefix("PROTO  SOURCE"))
-            #expect(lines.contains { $0.contains("198.18.1.3:50000") && $0.contains("198.19.0.20:80") && $0.contains("198.18.2.2:8080") && $0.contains("nat-fwd") })
+            #expect(
+                lines.contains {
+                    $0.contains("198.18.1.3:50000") && $0.contains("198.19.0.20:80") && $0.contains("198.18.2.2:8080")
+                        && $0.contains("nat-fwd")
+                })
             let wide = ctctl(["conntrack", "list", "--type", "nat-fwd", "--proto", "tcp", "-o", "wide", "--pin-dir", t.pins.path])
             #expect(wide.out.contains("198.19.0.20:80/tcp"))
             #expect(wide.out.contains("tcp 198.18.2.2:8080 -> 198.18.1.3:50000"), "the partner key")
@@ -92,11 +98,15 @@ struct ConntrackTests {
     func get() throws {
         try withDataplane("get") { t in
             try Fixture.stage(t)
-            let nat = ctctl(["conntrack", "get", "udp", "198.18.1.2:40000", "198.19.0.10:161", "-o", "json", "--pin-dir", t.pins.path])
+            let nat = ctctl([
+                "conntrack", "get", "udp", "198.18.1.2:40000", "198.19.0.10:161", "-o", "json", "--pin-dir", t.pins.path,
+            ])
             #expect(nat.status == 0)
             try validateAgainstSchema(nat.out)
             #expect(Set(try jsonArray(nat.out).map { $0["type"] as! String }) == ["nat-fwd", "nat-rev"])
-            let reply = ctctl(["conntrack", "get", "udp", "198.18.9.9:53", "198.18.1.2:40002", "-o", "json", "--pin-dir", t.pins.path])
+            let reply = ctctl([
+                "conntrack", "get", "udp", "198.18.9.9:53", "198.18.1.2:40002", "-o", "json", "--pin-dir", t.pins.path,
+            ])
             #expect(try jsonArray(reply.out).map { $0["type"] as! String } == ["normal"])
             let none = ctctl(["conntrack", "get", "udp", "198.18.1.2:1", "198.18.1.9:2", "--pin-dir", t.pins.path])
             #expect(none.status == 0)
@@ -109,14 +119,18 @@ struct ConntrackTests {
         try withDataplane("explain", options: .epochOff) { t in
             try t.setService(Fixture.s1, ["198.18.2.2:1161"])
             _ = try t.run(Packets.udp(Endpoint("198.18.1.2:40001")!, Endpoint("198.19.0.10:161")!))
-            let ok = ctctl(["conntrack", "get", "udp", "198.18.1.2:40001", "198.19.0.10:161", "--explain", "--pin-dir", t.pins.path])
+            let ok = ctctl([
+                "conntrack", "get", "udp", "198.18.1.2:40001", "198.19.0.10:161", "--explain", "--pin-dir", t.pins.path,
+            ])
             #expect(ok.out.contains("Next packet: translated to 198.18.2.2:1161, a current backend."))
             #expect(ok.out.contains("Not stale."))
 
             try t.deleteService(Fixture.s1)
             _ = try t.run(Packets.udp(Endpoint("198.18.1.2:40000")!, Endpoint("198.19.0.10:161")!))
             try t.setService(Fixture.s1, ["198.18.2.2:1161"])
-            let stuck = ctctl(["conntrack", "get", "udp", "198.18.1.2:40000", "198.19.0.10:161", "--explain", "--pin-dir", t.pins.path])
+            let stuck = ctctl([
+                "conntrack", "get", "udp", "198.18.1.2:40000", "198.19.0.10:161", "--explain", "--pin-dir", t.pins.path,
+            ])
             #expect(stuck.out.contains("normal entry"))
             #expect(stuck.out.contains("Next packet: NOT translated"))
             #expect(stuck.out.contains("Stale: missed-nat."))
@@ -143,7 +157,11 @@ struct ConntrackTests {
             #expect(before.subtracting(after).count == 4)
             #expect(before.subtracting(after).isSubset(of: gone))
             #expect(after.isSubset(of: before), "nothing else changed")
-            #expect(try t.entries().allSatisfy { !($0.key.src.address.description == "198.18.1.2" && $0.originalDestination.address.description == "198.19.0.10") })
+            #expect(
+                try t.entries().allSatisfy {
+                    !($0.key.src.address.description == "198.18.1.2"
+                        && $0.originalDestination.address.description == "198.19.0.10")
+                })
         }
     }
 
@@ -151,7 +169,10 @@ struct ConntrackTests {
     func removeNarrowed() throws {
         try withDataplane("narrow") { t in
             try Fixture.stage(t)
-            let r = ctctl(["conntrack", "remove", "udp", "198.19.0.10", "198.18.1.2", "--dport", "161", "--sport", "40001", "-o", "json", "--pin-dir", t.pins.path])
+            let r = ctctl([
+                "conntrack", "remove", "udp", "198.19.0.10", "198.18.1.2", "--dport", "161", "--sport", "40001", "-o", "json",
+                "--pin-dir", t.pins.path,
+            ])
             #expect(r.status == 0)
             try validateAgainstSchema(r.out)
             let out = try jsonArray(r.out)
@@ -159,7 +180,9 @@ struct ConntrackTests {
             #expect(out[0]["result"] as? String == "deleted" && out[0]["with_partner"] as? Bool == true)
             #expect(try t.entries().count == Fixture.total - 2)
             // the reverse key backend -> client: the pair given as <dst>=client <src>=backend
-            let rev = ctctl(["conntrack", "remove", "tcp", "198.18.1.3", "198.18.2.2", "--dport", "50000", "--pin-dir", t.pins.path])
+            let rev = ctctl([
+                "conntrack", "remove", "tcp", "198.18.1.3", "198.18.2.2", "--dport", "50000", "--pin-dir", t.pins.path,
+            ])
             #expect(rev.status == 0)
             #expect(try t.entries().count == Fixture.total - 4)
             #expect(try t.entry(.tcp, "198.18.1.3:50000", "198.19.0.20:80") == nil, "its forward half went with it")
@@ -170,7 +193,9 @@ struct ConntrackTests {
     func removeDryRunAndMiss() throws {
         try withDataplane("dryrun") { t in
             try Fixture.stage(t)
-            let dry = ctctl(["conntrack", "remove", "udp", "2001:db8:ff::10", "2001:db8:1::2", "--dry-run", "--pin-dir", t.pins.path])
+            let dry = ctctl([
+                "conntrack", "remove", "udp", "2001:db8:ff::10", "2001:db8:1::2", "--dry-run", "--pin-dir", t.pins.path,
+            ])
             #expect(dry.status == 0)
             #expect(dry.out.contains("would delete, with partner"))
             #expect(dry.err.contains("2 entries would be removed (dry run), NAT partners included"))
@@ -188,16 +213,27 @@ struct ConntrackTests {
     func audit() throws {
         try withDataplane("audit") { t in
             try Fixture.stage(t)
-            let log = FileManager.default.temporaryDirectory.appendingPathComponent("ctctl-audit-\(getpid())-\(UInt32.random(in: 0..<UInt32.max)).jsonl").path
+            let log = FileManager.default.temporaryDirectory.appendingPathComponent(
+                "ctctl-audit-\(getpid())-\(UInt32.random(in: 0..<UInt32.max)).jsonl"
+            ).path
             defer { try? FileManager.default.removeItem(atPath: log) }
-            let r = ctctl(["conntrack", "remove", "tcp", "198.19.0.20", "198.18.1.3", "--audit-log", log, "--pin-dir", t.pins.path])
+            let r = ctctl([
+                "conntrack", "remove", "tcp", "198.19.0.20", "198.18.1.3", "--audit-log", log, "--pin-dir", t.pins.path,
+            ])
             #expect(r.status == 0)
             let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
             #expect(lines.count == 2)
             let objs = try lines.map { try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
             #expect(objs.map { $0["deleted_as"] as? String } == ["entry", "partner"])
-            #expect(objs.allSatisfy { $0["command"] as? String == "conntrack remove" && $0["reason"] as? String == "requested" && ($0["time"] as? String)?.hasSuffix("Z") == true })
-            let bad = ctctl(["conntrack", "remove", "udp", "198.19.0.10", "198.18.1.2", "--audit-log", "/nonexistent-dir/x.jsonl", "--pin-dir", t.pins.path])
+            #expect(
+                objs.allSatisfy {
+                    $0["command"] as? String == "conntrack remove" && $0["reason"] as? String == "requested"
+                        && ($0["time"] as? String)?.hasSuffix("Z") == true
+                })
+            let bad = ctctl([
+                "conntrack", "remove", "udp", "198.19.0.10", "198.18.1.2", "--audit-log", "/nonexistent-dir/x.jsonl", "--pin-dir",
+                t.pins.path,
+            ])
             #expect(bad.status == 64)
             #expect(try t.entries().count == Fixture.total - 2, "a bad audit path stops before any delete")
         }
@@ -210,8 +246,14 @@ struct ConntrackTests {
             // read three NAT forward entries as a scan would
             let buf = UnsafeMutablePointer<ctctl_ct_key>.allocate(capacity: 3)
             let vals = UnsafeMutablePointer<ctctl_ct_value>.allocate(capacity: 3)
-            defer { buf.deallocate(); vals.deallocate() }
-            let picks = [("198.18.1.2:40000", "198.19.0.10:161"), ("198.18.1.2:40001", "198.19.0.10:161"), ("198.18.1.3:50000", "198.19.0.20:80")]
+            defer {
+                buf.deallocate()
+                vals.deallocate()
+            }
+            let picks = [
+                ("198.18.1.2:40000", "198.19.0.10:161"), ("198.18.1.2:40001", "198.19.0.10:161"),
+                ("198.18.1.3:50000", "198.19.0.20:80"),
+            ]
             for (i, (s, d)) in picks.enumerated() {
                 let proto: IPProto = i == 2 ? .tcp : .udp
                 buf[i] = FlowKey(proto: proto, src: Endpoint(s)!, dst: Endpoint(d)!).raw
@@ -220,7 +262,10 @@ struct ConntrackTests {
             // between the read and the delete: the datapath re-creates the first (new created
             // time), refreshes the second (a stuck flow still sending), and LRU evicts the third
             try t.rewrite(.udp, picks[0].0, picks[0].1) { $0.created_ns += 1 }
-            try t.rewrite(.udp, picks[1].0, picks[1].1) { $0.last_seen_ns += 1_000; $0.packets += 10 }
+            try t.rewrite(.udp, picks[1].0, picks[1].1) {
+                $0.last_seen_ns += 1_000
+                $0.packets += 10
+            }
             try t.dp.ct.delete(buf[2])
 
             var outcomes: [DeleteOutcome] = []
@@ -231,7 +276,9 @@ struct ConntrackTests {
             #expect(outcomes == [.changed, .deleted(partner: true), .gone])
             #expect(try t.entry(.udp, picks[0].0, picks[0].1) != nil, "the re-created entry survives")
             #expect(try t.entry(.udp, picks[1].0, picks[1].1) == nil, "the refreshed entry is still deleted")
-            #expect(try t.entry(.udp, "198.18.2.2:1161", "198.18.1.2:40001") == nil && (try t.entry(.udp, "198.18.3.2:1161", "198.18.1.2:40001")) == nil)
+            #expect(
+                try t.entry(.udp, "198.18.2.2:1161", "198.18.1.2:40001") == nil
+                    && (try t.entry(.udp, "198.18.3.2:1161", "198.18.1.2:40001")) == nil)
             #expect(d.deletedEntries == 2)
         }
     }
@@ -260,13 +307,21 @@ struct ConntrackTests {
     func servicesAndNatList() throws {
         try withDataplane("natlist") { t in
             #expect(ctctl(["service", "set", Fixture.s1, "--backend", "198.18.2.2:1161", "--pin-dir", t.pins.path]).status == 0)
-            #expect(ctctl(["service", "set", Fixture.s1, "--backend", "198.18.2.2:1161", "--backend", "198.18.3.2:1161", "--backend", "198.18.4.2:1161", "--pin-dir", t.pins.path]).out.contains("replaced service"))
+            #expect(
+                ctctl([
+                    "service", "set", Fixture.s1, "--backend", "198.18.2.2:1161", "--backend", "198.18.3.2:1161", "--backend",
+                    "198.18.4.2:1161", "--pin-dir", t.pins.path,
+                ]).out.contains("replaced service"))
             #expect(ctctl(["service", "set", Fixture.s1, "--backend", "198.18.4.2:1161", "--pin-dir", t.pins.path]).status == 0)
             let svc = try #require(try Services.get(t.dp, ServiceRef(Fixture.s1)!))
             #expect(svc.backends == [Endpoint("198.18.4.2:1161")])
             #expect(try Status(t).backendCount == 1, "shrinking removed the ordinals past the end")
 
-            #expect(ctctl(["service", "set", Fixture.s6, "--backend", "[2001:db8:2::2]:53", "--backend", "[2001:db8:3::2]:53", "--pin-dir", t.pins.path]).status == 0)
+            #expect(
+                ctctl([
+                    "service", "set", Fixture.s6, "--backend", "[2001:db8:2::2]:53", "--backend", "[2001:db8:3::2]:53",
+                    "--pin-dir", t.pins.path,
+                ]).status == 0)
             let six = try #require(try Services.get(t.dp, ServiceRef(Fixture.s6)!))
             try t.dp.natBackend.delete(ctctl_be_key(svc_id: six.id, ordinal: 1))
             let table = ctctl(["nat", "list", "--pin-dir", t.pins.path])
@@ -274,7 +329,9 @@ struct ConntrackTests {
             #expect(table.err.contains("1 backend MISSING"))
             let json = try jsonArray(ctctl(["nat", "list", "-o", "json", "--pin-dir", t.pins.path]).out)
             #expect(json.count == 2)
-            #expect((json.first { $0["service"] as? String == Fixture.s6 }?["backends"] as? [[String: Any]])?.last?["missing"] as? Bool == true)
+            #expect(
+                (json.first { $0["service"] as? String == Fixture.s6 }?["backends"] as? [[String: Any]])?.last?["missing"]
+                    as? Bool == true)
         }
     }
 
@@ -299,7 +356,9 @@ struct ConntrackTests {
             #expect(s["frontends"] as? Int == 3 && s["backends"] as? Int == 4)
             #expect(s["near_full"] as? Bool == false)
             #expect((s["counters"] as? [String: Int])?["nat_pair_created"] == 4)
-            #expect(ctctl(["conntrack", "stats", "--pin-dir", t.pins.path]).out.contains("by type:    normal 3, nat-fwd 4, nat-rev 4"))
+            #expect(
+                ctctl(["conntrack", "stats", "--pin-dir", t.pins.path]).out.contains("by type:    normal 3, nat-fwd 4, nat-rev 4")
+            )
         }
     }
 

@@ -19,14 +19,18 @@ struct Plan: Sendable, CustomTestStringConvertible {
 
     var testDescription: String { "\(proto)/ipv\(v6 ? 6 : 4)" }
 
-    static let all: [Plan] = [Plan(proto: .udp, v6: false), Plan(proto: .tcp, v6: false),
-                              Plan(proto: .udp, v6: true), Plan(proto: .tcp, v6: true)]
+    static let all: [Plan] = [
+        Plan(proto: .udp, v6: false), Plan(proto: .tcp, v6: false),
+        Plan(proto: .udp, v6: true), Plan(proto: .tcp, v6: true),
+    ]
 }
 
 /// Checks a frame that left the program: it must equal, byte for byte, the same frame
 /// built from scratch with the translated addresses (so every checksum is exact).
-func expectFrame(_ run: TCRun, src: Endpoint, dst: Endpoint, payloadFrom original: [UInt8],
-                 sourceLocation: SourceLocation = #_sourceLocation) throws {
+func expectFrame(
+    _ run: TCRun, src: Endpoint, dst: Endpoint, payloadFrom original: [UInt8],
+    sourceLocation: SourceLocation = #_sourceLocation
+) throws {
     #expect(run.verdict == TCRun.ok, "verdict", sourceLocation: sourceLocation)
     let out = try #require(Packets.parse(run.packet), sourceLocation: sourceLocation)
     let before = try #require(Packets.parse(original), sourceLocation: sourceLocation)
@@ -35,7 +39,8 @@ func expectFrame(_ run: TCRun, src: Endpoint, dst: Endpoint, payloadFrom origina
     #expect(out.ipChecksumOK, "IPv4 header checksum", sourceLocation: sourceLocation)
     #expect(out.l4ChecksumOK, "L4 checksum", sourceLocation: sourceLocation)
     let proto = IPProto(before.proto)
-    let expected = proto == .tcp
+    let expected =
+        proto == .tcp
         ? Packets.tcp(src, dst, payload: before.payload)
         : Packets.udp(src, dst, payload: before.payload, zeroChecksum: before.l4ChecksumField == 0)
     #expect(run.packet == expected, "byte for byte", sourceLocation: sourceLocation)

@@ -103,7 +103,8 @@ struct HealTests {
             #expect(r.err == "\(want.count) stale entries shown\n")
             #expect(ctctl(["conntrack", "list", "--stale", "--count", "--pin-dir", t.pins.path]).out == "\(want.count)\n")
             #expect(ctctl(["conntrack", "list", "--stale", "--count", "--proto", "tcp", "--pin-dir", t.pins.path]).out == "2\n")
-            #expect(ctctl(["conntrack", "list", "--stale", "--count", "--type", "nat-rev", "--pin-dir", t.pins.path]).out == "3\n")
+            #expect(
+                ctctl(["conntrack", "list", "--stale", "--count", "--type", "nat-rev", "--pin-dir", t.pins.path]).out == "3\n")
             #expect(ctctl(["conntrack", "list", "--stale", "--count", "--family", "6", "--pin-dir", t.pins.path]).out == "1\n")
             let table = ctctl(["conntrack", "list", "--stale", "--service", StaleFixture.s1, "--pin-dir", t.pins.path]).out
             #expect(table.split(separator: "\n")[0].hasSuffix("REASON"))
@@ -119,10 +120,14 @@ struct HealTests {
             let before = try StaleFixture.keys(t)
             let dry = ctctl(["heal", "--once", "--dry-run", "--pin-dir", t.pins.path])
             #expect(dry.status == 0)
-            #expect(dry.err.contains("dry run: 10 entries would be deleted (missed-nat 2, orphan-nat 4, half-pair 1, expired 3)"), "\(dry.err)")
+            #expect(
+                dry.err.contains("dry run: 10 entries would be deleted (missed-nat 2, orphan-nat 4, half-pair 1, expired 3)"),
+                "\(dry.err)")
             #expect(try StaleFixture.keys(t) == before)
 
-            let log = FileManager.default.temporaryDirectory.appendingPathComponent("ctctl-heal-\(getpid())-\(UInt32.random(in: 0..<UInt32.max)).jsonl").path
+            let log = FileManager.default.temporaryDirectory.appendingPathComponent(
+                "ctctl-heal-\(getpid())-\(UInt32.random(in: 0..<UInt32.max)).jsonl"
+            ).path
             defer { try? FileManager.default.removeItem(atPath: log) }
             let r = ctctl(["heal", "--once", "-o", "json", "--audit-log", log, "--pin-dir", t.pins.path])
             #expect(r.status == 0, "\(r.err)")
@@ -156,7 +161,7 @@ struct HealTests {
                 if !hooked {
                     hooked = true
                     _ = try? StaleFixture.send(t, .udp, expiredKey.0, expiredKey.1)  // expired: the datapath writes a new entry
-                    _ = try? StaleFixture.send(t, .udp, stuckKey.0, stuckKey.1)      // stuck: the datapath refreshes it
+                    _ = try? StaleFixture.send(t, .udp, stuckKey.0, stuckKey.1)  // stuck: the datapath refreshes it
                 }
                 return false
             }
@@ -238,7 +243,8 @@ struct HealTests {
     @Test("the running heal repairs the incident within a second of the service change, logs, and writes metrics")
     func daemon() throws {
         try withDataplane("daemon", options: .epochOff) { t in
-            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ctctl-daemon-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))")
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+                "ctctl-daemon-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))")
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: false)
             defer { try? FileManager.default.removeItem(at: dir) }
             let metrics = dir.appendingPathComponent("ctctl.prom").path

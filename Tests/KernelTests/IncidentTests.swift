@@ -13,7 +13,8 @@ struct IncidentTests {
         let incident = Incident(config)
         try incident.run()
 
-        let phases = Dictionary(incident.phases.map { ($0.0, ($0.1, $0.2)) }, uniquingKeysWith: { a, b in (a.0 + b.0, a.1 + b.1) })
+        let phases = Dictionary(
+            incident.phases.map { ($0.0, ($0.1, $0.2)) }, uniquingKeysWith: { a, b in (a.0 + b.0, a.1 + b.1) })
         let up = try #require(phases["up"])
         #expect(up.1 > 0 && up.1 == up.0, "with the service up every datagram arrives: \(up)")
         #expect(phases["deleted"]?.1 == 0, "nothing arrives while the service is gone")
@@ -29,9 +30,13 @@ struct IncidentTests {
             #expect((r.recoverySeconds ?? 99) < 1.0, "\(name): delivery within a second of the command")
         }
         let heal = try #require(results["running ctctl heal"])
-        #expect((heal.recoverySeconds ?? 99) < 1.0, "a running heal recovers in under a second: \(String(describing: heal.recoverySeconds))")
+        #expect(
+            (heal.recoverySeconds ?? 99) < 1.0,
+            "a running heal recovers in under a second: \(String(describing: heal.recoverySeconds))")
         let epoch = try #require(results["epoch fix (datapath)"])
-        #expect(epoch.firstPacketDelivered, "the first datagram sent after the service came back is delivered: recovery within one send interval")
+        #expect(
+            epoch.firstPacketDelivered,
+            "the first datagram sent after the service came back is delivered: recovery within one send interval")
         #expect((epoch.recoverySeconds ?? 99) < 1.0)
     }
 }

@@ -1,6 +1,7 @@
 import CLibBPF
-@testable import ConntrackKit
 import Testing
+
+@testable import ConntrackKit
 
 @Suite("stale judging: the pair ledger agrees with a kernel check of every partner")
 struct LedgerTests {

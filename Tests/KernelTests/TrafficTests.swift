@@ -4,8 +4,9 @@ import Testing
 
 @Suite("real traffic between network namespaces")
 struct TrafficTests {
-    @Test("UDP from a fixed source port reaches a backend through the VIP and replies come back from the VIP",
-          arguments: [false, true], [true, false])
+    @Test(
+        "UDP from a fixed source port reaches a backend through the VIP and replies come back from the VIP",
+        arguments: [false, true], [true, false])
     func udpThroughVIP(v6: Bool, partialChecksums: Bool) throws {
         let topo = try Topology(v6 ? "udp6" : "udp4", partialChecksums: partialChecksums)
         defer { topo.cleanup() }
@@ -55,7 +56,8 @@ func udpChecksumErrors(_ ns: String) throws -> Int {
         if file.hasSuffix("6") {
             for l in lines where l.first == "Udp6InCsumErrors" { total += Int(l[1]) ?? 0 }
         } else if let header = lines.first(where: { $0.first == "Udp:" && $0.contains("InCsumErrors") }),
-                  let values = lines.last(where: { $0.first == "Udp:" }), let i = header.firstIndex(of: "InCsumErrors") {
+            let values = lines.last(where: { $0.first == "Udp:" }), let i = header.firstIndex(of: "InCsumErrors")
+        {
             total += Int(values[i]) ?? 0
         }
     }

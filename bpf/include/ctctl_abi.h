@@ -28,9 +28,9 @@
 #define CTCTL_CT_DEFAULT_ENTRIES 524288u
 #define CTCTL_NAT_FE_ENTRIES 16384u
 #define CTCTL_NAT_BE_ENTRIES 262144u
-#define CTCTL_MAX_BACKENDS 256u  /* per service; bounds the datapath's membership loop */
+#define CTCTL_MAX_BACKENDS 256u /* per service; bounds the datapath's membership loop */
 #define CTCTL_ATTACH_ENTRIES 256u
-#define CTCTL_STAGE_SLOTS 1024u  /* entries checked per run of the stage program */
+#define CTCTL_STAGE_SLOTS 1024u /* entries checked per run of the stage program */
 
 /* Pinned object names inside the pin directory. */
 #define CTCTL_PIN_CT "ct"
@@ -61,13 +61,13 @@
 /* ------------------------------------------------------------------------ */
 
 struct ctctl_ct_key {
-	__u8 src[16];   /* network order */
-	__u8 dst[16];   /* network order */
-	__be16 sport;   /* network order */
-	__be16 dport;   /* network order */
-	__u8 proto;     /* IPPROTO_UDP, IPPROTO_TCP, ... */
-	__u8 family;    /* CTCTL_FAMILY_V4 or CTCTL_FAMILY_V6 */
-	__u16 pad;      /* always zero */
+	__u8 src[16]; /* network order */
+	__u8 dst[16]; /* network order */
+	__be16 sport; /* network order */
+	__be16 dport; /* network order */
+	__u8 proto;   /* IPPROTO_UDP, IPPROTO_TCP, ... */
+	__u8 family;  /* CTCTL_FAMILY_V4 or CTCTL_FAMILY_V6 */
+	__u16 pad;    /* always zero */
 };
 _Static_assert(sizeof(struct ctctl_ct_key) == 40, "ctctl_ct_key is 40 bytes");
 
@@ -78,23 +78,23 @@ enum ctctl_ct_type {
 };
 
 /* ctctl_ct_value.flags (datapath sets them with atomic OR). */
-#define CTCTL_CT_F_FIN 0x1u        /* TCP FIN seen: closing timeout applies */
-#define CTCTL_CT_F_RST 0x2u        /* TCP RST seen: closing timeout applies */
+#define CTCTL_CT_F_FIN 0x1u	   /* TCP FIN seen: closing timeout applies */
+#define CTCTL_CT_F_RST 0x2u	   /* TCP RST seen: closing timeout applies */
 #define CTCTL_CT_F_SEEN_REPLY 0x4u /* a reply matched this normal entry */
 #define CTCTL_CT_F_CONVERTED 0x8u  /* created by the epoch re-check (converted or re-balanced) */
 
 struct ctctl_ct_value {
 	__u64 created_ns;   /* bpf_ktime_get_ns() at creation; with `type`, the entry's identity */
 	__u64 last_seen_ns; /* bpf_ktime_get_ns() of the last packet that matched */
-	__u64 packets;      /* packets that matched this entry */
-	__u64 bytes;        /* bytes (skb->len) that matched this entry */
-	__u32 epoch;        /* service epoch the entry was created (or last re-checked) under */
-	__u32 flags;        /* CTCTL_CT_F_* */
-	__u8 type;          /* enum ctctl_ct_type */
-	__u8 svc_proto;     /* NAT only: service protocol (same as key.proto) */
+	__u64 packets;	    /* packets that matched this entry */
+	__u64 bytes;	    /* bytes (skb->len) that matched this entry */
+	__u32 epoch;	    /* service epoch the entry was created (or last re-checked) under */
+	__u32 flags;	    /* CTCTL_CT_F_* */
+	__u8 type;	    /* enum ctctl_ct_type */
+	__u8 svc_proto;	    /* NAT only: service protocol (same as key.proto) */
 	__be16 nat_port;    /* NAT only: fwd = backend port, rev = VIP port */
 	__be16 svc_port;    /* NAT only: service port */
-	__u16 pad;          /* always zero */
+	__u16 pad;	    /* always zero */
 	__u8 nat_addr[16];  /* NAT only: fwd = backend address, rev = VIP */
 	__u8 svc_addr[16];  /* NAT only: service VIP */
 	struct ctctl_ct_key partner; /* NAT only: key of the other half of the pair */
@@ -114,9 +114,9 @@ struct ctctl_fe_key {
 _Static_assert(sizeof(struct ctctl_fe_key) == 20, "ctctl_fe_key is 20 bytes");
 
 struct ctctl_fe_value {
-	__u32 svc_id;        /* key into nat_be, assigned by ctctl */
+	__u32 svc_id;	     /* key into nat_be, assigned by ctctl */
 	__u32 backend_count; /* ordinals 0..backend_count-1 are valid in nat_be */
-	__u32 flags;         /* reserved, zero */
+	__u32 flags;	     /* reserved, zero */
 	__u32 pad;
 };
 _Static_assert(sizeof(struct ctctl_fe_value) == 16, "ctctl_fe_value is 16 bytes");
@@ -156,9 +156,9 @@ enum ctctl_timeout {
 #define CTCTL_CFG_F_SERVICE_EPOCH 0x1u /* the epoch re-check (the fix) is on */
 
 struct ctctl_config {
-	__u32 magic;       /* CTCTL_MAGIC */
+	__u32 magic;	   /* CTCTL_MAGIC */
 	__u32 abi_version; /* CTCTL_ABI_VERSION */
-	__u32 flags;       /* CTCTL_CFG_F_* */
+	__u32 flags;	   /* CTCTL_CFG_F_* */
 	__u32 pad;
 	__u64 timeout_ns[CTCTL_TIMEOUT_MAX];
 };
@@ -169,7 +169,7 @@ _Static_assert(sizeof(struct ctctl_config) == 48, "ctctl_config is 48 bytes");
 /* ------------------------------------------------------------------------ */
 
 struct ctctl_state {
-	__u32 epoch;       /* service epoch; ctctl adds 1 atomically after every frontend write */
+	__u32 epoch;	   /* service epoch; ctctl adds 1 atomically after every frontend write */
 	__u32 next_svc_id; /* next service id to hand out (ctctl, under the writers' lock) */
 	__u64 loaded_at;   /* CLOCK_REALTIME seconds when loaded (ctctl) */
 };
@@ -180,27 +180,28 @@ _Static_assert(sizeof(struct ctctl_state) == 16, "ctctl_state is 16 bytes");
 /* ------------------------------------------------------------------------ */
 
 enum ctctl_counter {
-	CTCTL_CNT_PACKETS = 0,        /* IP packets parsed (UDP/TCP) */
-	CTCTL_CNT_CT_HIT,             /* conntrack hits (either direction) */
-	CTCTL_CNT_CT_MISS,            /* conntrack misses */
-	CTCTL_CNT_NAT_PAIR_CREATED,   /* NAT forward+reverse pairs written on a miss */
-	CTCTL_CNT_NORMAL_CREATED,     /* normal entries written on a miss */
-	CTCTL_CNT_EPOCH_RECHECK,      /* hits whose entry epoch differed from the global one */
-	CTCTL_CNT_FLOW_CONVERTED,     /* normal entries turned into NAT flows by the re-check */
-	CTCTL_CNT_FLOW_REBALANCED,    /* NAT flows moved to a live backend by the re-check */
-	CTCTL_CNT_FLOW_UNNATED,       /* NAT flows turned normal because their service is gone */
-	CTCTL_CNT_EXPIRED_HIT,        /* hits on idle-expired entries, treated as misses */
-	CTCTL_CNT_REPLY_HIT,          /* replies matched through a normal entry's reversed tuple */
-	CTCTL_CNT_PASS_NOT_IP,        /* passed untouched: not IPv4/IPv6 */
-	CTCTL_CNT_PASS_NOT_TCP_UDP,   /* passed untouched: other L4 protocol */
-	CTCTL_CNT_PASS_FRAGMENT,      /* passed untouched: IPv4 fragment */
-	CTCTL_CNT_PASS_IP_OPTIONS,    /* passed untouched: IPv4 header with options */
-	CTCTL_CNT_PASS_IPV6_EXT,      /* passed untouched: IPv6 extension header */
-	CTCTL_CNT_DROP_MALFORMED,     /* dropped: truncated or inconsistent headers */
-	CTCTL_CNT_DROP_NO_BACKEND,    /* dropped: service has zero backends */
-	CTCTL_CNT_DROP_BACKEND_MISSING, /* dropped: frontend names a backend ordinal that is missing */
-	CTCTL_CNT_DROP_CT_WRITE,      /* dropped: a NAT conntrack write failed */
-	CTCTL_CNT_DROP_REWRITE,       /* dropped: a packet rewrite helper failed */
+	CTCTL_CNT_PACKETS = 0,	    /* IP packets parsed (UDP/TCP) */
+	CTCTL_CNT_CT_HIT,	    /* conntrack hits (either direction) */
+	CTCTL_CNT_CT_MISS,	    /* conntrack misses */
+	CTCTL_CNT_NAT_PAIR_CREATED, /* NAT forward+reverse pairs written on a miss */
+	CTCTL_CNT_NORMAL_CREATED,   /* normal entries written on a miss */
+	CTCTL_CNT_EPOCH_RECHECK,    /* hits whose entry epoch differed from the global one */
+	CTCTL_CNT_FLOW_CONVERTED,   /* normal entries turned into NAT flows by the re-check */
+	CTCTL_CNT_FLOW_REBALANCED,  /* NAT flows moved to a live backend by the re-check */
+	CTCTL_CNT_FLOW_UNNATED,	    /* NAT flows turned normal because their service is gone */
+	CTCTL_CNT_EXPIRED_HIT,	    /* hits on idle-expired entries, treated as misses */
+	CTCTL_CNT_REPLY_HIT,	    /* replies matched through a normal entry's reversed tuple */
+	CTCTL_CNT_PASS_NOT_IP,	    /* passed untouched: not IPv4/IPv6 */
+	CTCTL_CNT_PASS_NOT_TCP_UDP, /* passed untouched: other L4 protocol */
+	CTCTL_CNT_PASS_FRAGMENT,    /* passed untouched: IPv4 fragment */
+	CTCTL_CNT_PASS_IP_OPTIONS,  /* passed untouched: IPv4 header with options */
+	CTCTL_CNT_PASS_IPV6_EXT,    /* passed untouched: IPv6 extension header */
+	CTCTL_CNT_DROP_MALFORMED,   /* dropped: truncated or inconsistent headers */
+	CTCTL_CNT_DROP_NO_BACKEND,  /* dropped: service has zero backends */
+	CTCTL_CNT_DROP_BACKEND_MISSING, /* dropped: frontend names a backend ordinal that is missing
+					 */
+	CTCTL_CNT_DROP_CT_WRITE,	/* dropped: a NAT conntrack write failed */
+	CTCTL_CNT_DROP_REWRITE,		/* dropped: a packet rewrite helper failed */
 	CTCTL_CNT_MAX,
 };
 
@@ -249,20 +250,20 @@ enum ctctl_stage_op {
 };
 
 /* ctctl_stage_slot.result bits */
-#define CTCTL_STAGE_R_MATCH 0x01u           /* delete: entry present with the staged identity */
-#define CTCTL_STAGE_R_GONE 0x02u            /* delete: entry no longer present */
-#define CTCTL_STAGE_R_CHANGED 0x04u         /* delete: present, but another identity: left alone */
-#define CTCTL_STAGE_R_DELETED 0x08u         /* delete: entry deleted */
-#define CTCTL_STAGE_R_PARTNER_OK 0x10u      /* partner present and points back (same created) */
+#define CTCTL_STAGE_R_MATCH 0x01u	    /* delete: entry present with the staged identity */
+#define CTCTL_STAGE_R_GONE 0x02u	    /* delete: entry no longer present */
+#define CTCTL_STAGE_R_CHANGED 0x04u	    /* delete: present, but another identity: left alone */
+#define CTCTL_STAGE_R_DELETED 0x08u	    /* delete: entry deleted */
+#define CTCTL_STAGE_R_PARTNER_OK 0x10u	    /* partner present and points back (same created) */
 #define CTCTL_STAGE_R_PARTNER_DELETED 0x20u /* delete: partner deleted with it */
 
 struct ctctl_stage_slot {
 	struct ctctl_ct_key key;     /* in */
 	struct ctctl_ct_key partner; /* in (probe): the partner key the caller read */
-	__u64 created_ns;            /* in: identity seen by the caller */
+	__u64 created_ns;	     /* in: identity seen by the caller */
 	__u64 partner_last_seen_ns;  /* out (probe): the partner's last_seen_ns, if R_PARTNER_OK */
-	__u8 type;                   /* in: identity seen by the caller */
-	__u8 result;                 /* out: CTCTL_STAGE_R_* */
+	__u8 type;		     /* in: identity seen by the caller */
+	__u8 result;		     /* out: CTCTL_STAGE_R_* */
 	__u8 pad[6];
 };
 _Static_assert(sizeof(struct ctctl_stage_slot) == 104, "ctctl_stage_slot is 104 bytes");

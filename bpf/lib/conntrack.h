@@ -59,8 +59,8 @@ static __always_inline int ctctl_partner_fresh(const struct ctctl_ct_key *key,
 }
 
 /* Account a packet to an entry. Stats are atomic; last_seen is a plain store. */
-static __always_inline void ctctl_touch(struct ctctl_ct_value *v, const struct ctctl_pkt *p, __u32 len,
-					__u64 now, __u32 extra_flags)
+static __always_inline void ctctl_touch(struct ctctl_ct_value *v, const struct ctctl_pkt *p,
+					__u32 len, __u64 now, __u32 extra_flags)
 {
 	__u32 want = p->tcp_flags | extra_flags;
 
@@ -108,8 +108,8 @@ static __always_inline int ctctl_create_normal(const struct ctctl_ct_key *key, _
  * left a normal entry on the reverse key. Both share one created time, which
  * is how each half recognises the other. Returns 0 or a negative error. */
 static __always_inline int ctctl_create_pair(const struct ctctl_ct_key *key,
-					     const struct ctctl_be_value *be, __u32 epoch, __u64 now,
-					     __u32 len, __u32 flags)
+					     const struct ctctl_be_value *be, __u32 epoch,
+					     __u64 now, __u32 len, __u32 flags)
 {
 	struct ctctl_ct_value *v = ctctl_scratch_get();
 	struct ctctl_ct_key rkey = {};

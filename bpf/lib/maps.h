@@ -67,12 +67,13 @@ const volatile struct ctctl_config ctctl_config = {
 	.magic = CTCTL_MAGIC,
 	.abi_version = CTCTL_ABI_VERSION,
 	.flags = CTCTL_CFG_F_SERVICE_EPOCH,
-	.timeout_ns = {
-		[CTCTL_TIMEOUT_UDP] = 60 * NSEC_PER_SEC,
-		[CTCTL_TIMEOUT_TCP] = 3600 * NSEC_PER_SEC,
-		[CTCTL_TIMEOUT_TCP_CLOSING] = 30 * NSEC_PER_SEC,
-		[CTCTL_TIMEOUT_OTHER] = 600 * NSEC_PER_SEC,
-	},
+	.timeout_ns =
+		{
+			[CTCTL_TIMEOUT_UDP] = 60 * NSEC_PER_SEC,
+			[CTCTL_TIMEOUT_TCP] = 3600 * NSEC_PER_SEC,
+			[CTCTL_TIMEOUT_TCP_CLOSING] = 30 * NSEC_PER_SEC,
+			[CTCTL_TIMEOUT_OTHER] = 600 * NSEC_PER_SEC,
+		},
 };
 
 /* Live state (.data, mmap-able): ctctl bumps the epoch with an atomic add. */

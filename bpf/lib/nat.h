@@ -49,7 +49,7 @@ static __always_inline __u32 ctctl_hash_key(const struct ctctl_ct_key *k)
 /* The backend for this flow, or NULL if the frontend names an ordinal that is
  * missing (a control-plane bug the counters report). */
 static __always_inline struct ctctl_be_value *ctctl_pick_backend(const struct ctctl_fe_value *fe,
-								  const struct ctctl_ct_key *key)
+								 const struct ctctl_ct_key *key)
 {
 	struct ctctl_be_key bk = {
 		.svc_id = fe->svc_id,
@@ -69,7 +69,7 @@ struct ctctl_member_ctx {
 static long ctctl_member_cb(__u32 ordinal, void *data)
 {
 	struct ctctl_member_ctx *m = data;
-	struct ctctl_be_key bk = { .svc_id = m->svc_id, .ordinal = ordinal };
+	struct ctctl_be_key bk = {.svc_id = m->svc_id, .ordinal = ordinal};
 	struct ctctl_be_value *be = bpf_map_lookup_elem(&nat_be, &bk);
 
 	if (be && be->port == m->port && be->family == m->family &&
@@ -82,10 +82,10 @@ static long ctctl_member_cb(__u32 ordinal, void *data)
 
 /* Is addr:port still one of the service's backends? Runs only on an epoch
  * re-check, never on the plain hit path. */
-static __always_inline int ctctl_backend_is_member(const struct ctctl_fe_value *fe, const __u8 *addr,
-						   __be16 port, __u8 family)
+static __always_inline int ctctl_backend_is_member(const struct ctctl_fe_value *fe,
+						   const __u8 *addr, __be16 port, __u8 family)
 {
-	struct ctctl_member_ctx m = { .svc_id = fe->svc_id, .port = port, .family = family };
+	struct ctctl_member_ctx m = {.svc_id = fe->svc_id, .port = port, .family = family};
 	__u32 n = fe->backend_count;
 
 	__builtin_memcpy(m.addr, addr, 16);

@@ -32,7 +32,7 @@ struct ctctl_pkt {
 static __always_inline int ctctl_is_ipv6_ext(__u8 nexthdr)
 {
 	switch (nexthdr) {
-	case 0:   /* hop-by-hop */
+	case 0:	  /* hop-by-hop */
 	case 43:  /* routing */
 	case 44:  /* fragment */
 	case 50:  /* ESP */
@@ -140,7 +140,7 @@ static __always_inline int ctctl_parse_v6(struct __sk_buff *skb, struct ctctl_pk
 	}
 	if (ip6->nexthdr != IPPROTO_UDP && ip6->nexthdr != IPPROTO_TCP) {
 		*reason = ctctl_is_ipv6_ext(ip6->nexthdr) ? CTCTL_CNT_PASS_IPV6_EXT
-							   : CTCTL_CNT_PASS_NOT_TCP_UDP;
+							  : CTCTL_CNT_PASS_NOT_TCP_UDP;
 		return CTCTL_PARSE_PASS;
 	}
 	p->key.family = CTCTL_FAMILY_V6;

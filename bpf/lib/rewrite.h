@@ -39,8 +39,8 @@ static __always_inline int ctctl_rewrite(struct __sk_buff *skb, const struct ctc
 			if (bpf_l4_csum_replace(skb, p->csum_off, from, to,
 						BPF_F_PSEUDO_HDR | l4_flags | sizeof(to)))
 				return -1;
-			if (bpf_l3_csum_replace(skb, p->l3_off + offsetof(struct iphdr, check), from,
-						to, sizeof(to)))
+			if (bpf_l3_csum_replace(skb, p->l3_off + offsetof(struct iphdr, check),
+						from, to, sizeof(to)))
 				return -1;
 			if (bpf_skb_store_bytes(skb, addr_off, &to, sizeof(to), 0))
 				return -1;

@@ -21,9 +21,11 @@ static __always_inline __u8 ctctl_partner_type(__u8 type)
 	return type == CTCTL_CT_NAT_FWD ? CTCTL_CT_NAT_REV : CTCTL_CT_NAT_FWD;
 }
 
-/* Is `pv` the other half of the pair whose half `key` has type `type` and created time `created`? */
-static __always_inline int ctctl_is_partner(const struct ctctl_ct_value *pv, const struct ctctl_ct_key *key,
-					    __u8 type, __u64 created)
+/* Is `pv` the other half of the pair whose half `key` has type `type` and created time `created`?
+ */
+static __always_inline int ctctl_is_partner(const struct ctctl_ct_value *pv,
+					    const struct ctctl_ct_key *key, __u8 type,
+					    __u64 created)
 {
 	return pv && pv->created_ns == created && pv->type == ctctl_partner_type(type) &&
 	       ctctl_key_eq(&pv->partner, key);
@@ -41,7 +43,8 @@ static __always_inline __u8 ctctl_stage_probe(struct ctctl_stage_slot *s)
 	return CTCTL_STAGE_R_PARTNER_OK;
 }
 
-static __always_inline __u8 ctctl_stage_delete(struct ctctl_stage_slot *s, struct ctctl_stage_loop *lc)
+static __always_inline __u8 ctctl_stage_delete(struct ctctl_stage_slot *s,
+					       struct ctctl_stage_loop *lc)
 {
 	struct ctctl_ct_value *v = bpf_map_lookup_elem(&ct, &s->key);
 
@@ -55,7 +58,8 @@ static __always_inline __u8 ctctl_stage_delete(struct ctctl_stage_slot *s, struc
 	__u8 r = CTCTL_STAGE_R_MATCH;
 
 	if (s->type != CTCTL_CT_NORMAL) {
-		partner_ok = ctctl_is_partner(bpf_map_lookup_elem(&ct, &partner), &s->key, s->type, s->created_ns);
+		partner_ok = ctctl_is_partner(bpf_map_lookup_elem(&ct, &partner), &s->key, s->type,
+					      s->created_ns);
 		if (partner_ok)
 			r |= CTCTL_STAGE_R_PARTNER_OK;
 	}
@@ -77,14 +81,15 @@ static long ctctl_stage_one(__u32 i, void *data)
 
 	if (!s)
 		return 1;
-	s->result = lc->op == CTCTL_STAGE_OP_PROBE ? ctctl_stage_probe(s) : ctctl_stage_delete(s, lc);
+	s->result =
+		lc->op == CTCTL_STAGE_OP_PROBE ? ctctl_stage_probe(s) : ctctl_stage_delete(s, lc);
 	lc->done++;
 	return 0;
 }
 
 static __always_inline int ctctl_stage_run(struct ctctl_stage_ctx *ctx)
 {
-	struct ctctl_stage_loop lc = { .op = ctx->op };
+	struct ctctl_stage_loop lc = {.op = ctx->op};
 	__u32 count = ctx->count;
 
 	if (ctx->op != CTCTL_STAGE_OP_DELETE && ctx->op != CTCTL_STAGE_OP_PROBE)

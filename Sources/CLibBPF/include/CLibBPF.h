@@ -49,8 +49,8 @@ int CLibBPF_map_update_batch(int fd, const void *keys, const void *values, uint3
  * data_out_size is in (capacity) and out (length). Returns 0 or -errno. */
 int CLibBPF_prog_test_run(int prog_fd, const void *_Nullable data_in, uint32_t data_size,
 			  void *_Nullable data_out, uint32_t *_Nullable data_out_size,
-			  void *_Nullable ctx_in, uint32_t ctx_size, int repeat,
-			  uint32_t *retval, uint32_t *duration_ns);
+			  void *_Nullable ctx_in, uint32_t ctx_size, int repeat, uint32_t *retval,
+			  uint32_t *duration_ns);
 
 /* TC clsact ingress on ifindex in the calling thread's network namespace,
  * filter handle CTCTL_TC_HANDLE / priority CTCTL_TC_PRIORITY.

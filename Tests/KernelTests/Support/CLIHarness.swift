@@ -1,6 +1,7 @@
 import ConntrackKit
 import Foundation
 import NetLab
+
 @testable import ctctl
 
 /// One ctctl invocation, run in-process with captured output.

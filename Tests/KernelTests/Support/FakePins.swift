@@ -14,8 +14,11 @@ final class FakePins {
     }
 
     /// Creates and pins a map; `keySize`/`valueSize` default to the spec's.
-    func map(_ spec: MapSpec, type: bpf_map_type? = nil, keySize: Int? = nil, valueSize: Int? = nil, maxEntries: UInt32 = 16) throws {
-        let fd = bpf_map_create(type ?? spec.type, spec.pin, UInt32(keySize ?? spec.keySize), UInt32(valueSize ?? spec.valueSize), maxEntries, nil)
+    func map(_ spec: MapSpec, type: bpf_map_type? = nil, keySize: Int? = nil, valueSize: Int? = nil, maxEntries: UInt32 = 16)
+        throws
+    {
+        let fd = bpf_map_create(
+            type ?? spec.type, spec.pin, UInt32(keySize ?? spec.keySize), UInt32(valueSize ?? spec.valueSize), maxEntries, nil)
         #expect(fd >= 0, "bpf_map_create \(spec.pin): \(fd)")
         defer { close(fd) }
         #expect(bpf_obj_pin(fd, pins.pin(spec.pin)) == 0)

@@ -46,11 +46,13 @@ func jsonArray(_ text: String) throws -> [[String: Any]] {
 
 /// Validates JSON text against the published schema (python3 jsonschema).
 func validateAgainstSchema(_ json: String) throws {
-    let file = FileManager.default.temporaryDirectory.appendingPathComponent("ctctl-json-\(getpid())-\(UInt32.random(in: 0..<UInt32.max)).json")
+    let file = FileManager.default.temporaryDirectory.appendingPathComponent(
+        "ctctl-json-\(getpid())-\(UInt32.random(in: 0..<UInt32.max)).json")
     try json.write(to: file, atomically: true, encoding: .utf8)
     defer { try? FileManager.default.removeItem(at: file) }
     let schema = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("docs/schema/conntrack-entry.schema.json").path
+        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("docs/schema/conntrack-entry.schema.json")
+        .path
     let script = "import json,sys,jsonschema; jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))"
     let r = try runCommand(["python3", "-c", script, file.path, schema])
     #expect(r.status == 0, "schema validation: \(r.err)")
@@ -68,10 +70,13 @@ func bpftoolKeys(_ pins: PinDirectory) throws -> Set<String> {
         let b = hex.map { UInt8($0.dropFirst(2), radix: 16)! }
         let v6 = b[37] == 6
         func addr(_ o: Int) -> String {
-            v6 ? stride(from: o, to: o + 16, by: 2).map { String(UInt16(b[$0]) << 8 | UInt16(b[$0 + 1]), radix: 16) }.joined(separator: ":")
-               : "\(b[o]).\(b[o + 1]).\(b[o + 2]).\(b[o + 3])"
+            v6
+                ? stride(from: o, to: o + 16, by: 2).map { String(UInt16(b[$0]) << 8 | UInt16(b[$0 + 1]), radix: 16) }.joined(
+                    separator: ":")
+                : "\(b[o]).\(b[o + 1]).\(b[o + 2]).\(b[o + 3])"
         }
-        let sport = UInt16(b[32]) << 8 | UInt16(b[33]), dport = UInt16(b[34]) << 8 | UInt16(b[35])
+        let sport = UInt16(b[32]) << 8 | UInt16(b[33])
+        let dport = UInt16(b[34]) << 8 | UInt16(b[35])
         keys.insert("\(b[36]) \(addr(0)) \(sport) \(addr(16)) \(dport)")
     }
     return keys
@@ -79,9 +84,11 @@ func bpftoolKeys(_ pins: PinDirectory) throws -> Set<String> {
 
 /// The same text form for a key we expect, built from ConntrackKit types.
 func keyText(_ p: IPProto, _ s: String, _ d: String) -> String {
-    let src = Endpoint(s)!, dst = Endpoint(d)!
+    let src = Endpoint(s)!
+    let dst = Endpoint(d)!
     func addr(_ a: IPAddress) -> String {
-        a.isV4 ? a.description : a.bytes.chunks2.map { String(UInt16($0.0) << 8 | UInt16($0.1), radix: 16) }.joined(separator: ":")
+        a.isV4
+            ? a.description : a.bytes.chunks2.map { String(UInt16($0.0) << 8 | UInt16($0.1), radix: 16) }.joined(separator: ":")
     }
     return "\(p.number) \(addr(src.address)) \(src.port) \(addr(dst.address)) \(dst.port)"
 }

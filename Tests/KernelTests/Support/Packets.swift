@@ -8,7 +8,9 @@ enum Packets {
     static let tcpRST: UInt8 = 0x04
     static let tcpACK: UInt8 = 0x10
 
-    static func udp(_ src: Endpoint, _ dst: Endpoint, payload: [UInt8] = Array("ping".utf8), zeroChecksum: Bool = false) -> [UInt8] {
+    static func udp(_ src: Endpoint, _ dst: Endpoint, payload: [UInt8] = Array("ping".utf8), zeroChecksum: Bool = false)
+        -> [UInt8]
+    {
         frame(proto: .udp, src, dst, l4: udpHeader(src, dst, payload: payload, zeroChecksum: zeroChecksum))
     }
 
@@ -60,7 +62,10 @@ enum Packets {
     }
 
     static func tcpHeader(_ src: Endpoint, _ dst: Endpoint, flags: UInt8, payload: [UInt8]) -> [UInt8] {
-        var h = be16(src.port) + be16(dst.port) + [0, 0, 0x10, 0x01] + [0, 0, 0x20, 0x02] + [0x50, flags] + be16(65535) + [0, 0, 0, 0] + payload
+        var h =
+            be16(src.port) + be16(dst.port) + [0, 0, 0x10, 0x01] + [0, 0, 0x20, 0x02] + [0x50, flags] + be16(65535) + [
+                0, 0, 0, 0,
+            ] + payload
         let c = l4Checksum(src.address, dst.address, proto: 6, segment: h)
         h[16] = UInt8(c >> 8)
         h[17] = UInt8(c & 0xff)
@@ -78,7 +83,8 @@ enum Packets {
             ip[11] = UInt8(c & 0xff)
             return macs + [0x08, 0x00] + ip + l4
         }
-        let ip: [UInt8] = [0x60, 0, 0, 0] + be16(UInt16(l4.count)) + [proto.number, 64] + addressBytes(src.address) + addressBytes(dst.address)
+        let ip: [UInt8] =
+            [0x60, 0, 0, 0] + be16(UInt16(l4.count)) + [proto.number, 64] + addressBytes(src.address) + addressBytes(dst.address)
         return macs + [0x86, 0xdd] + ip + l4
     }
 
@@ -96,7 +102,8 @@ enum Packets {
     static func address(_ bytes: ArraySlice<UInt8>) -> IPAddress {
         let b = Array(bytes)
         if b.count == 4 { return IPAddress("\(b[0]).\(b[1]).\(b[2]).\(b[3])")! }
-        var hi: UInt64 = 0, lo: UInt64 = 0
+        var hi: UInt64 = 0
+        var lo: UInt64 = 0
         for i in 0..<8 { hi = hi << 8 | UInt64(b[i]) }
         for i in 8..<16 { lo = lo << 8 | UInt64(b[i]) }
         return IPAddress(family: .v6, hi: hi, lo: lo)
@@ -107,7 +114,11 @@ enum Packets {
     static func parse(_ f: [UInt8]) -> Parsed? {
         guard f.count >= 14 else { return nil }
         let ethertype = u16(f, 12)
-        let src: IPAddress, dst: IPAddress, proto: UInt8, l4: [UInt8], ipOK: Bool
+        let src: IPAddress
+        let dst: IPAddress
+        let proto: UInt8
+        let l4: [UInt8]
+        let ipOK: Bool
         if ethertype == 0x0800 {
             guard f.count >= 34 else { return nil }
             let ihl = Int(f[14] & 0x0f) * 4
@@ -131,9 +142,12 @@ enum Packets {
         }
         let csumOff = proto == 17 ? 6 : 16
         let field = u16(l4, csumOff)
-        let l4OK = (proto == 17 && field == 0 && src.isV4) || sum(l4, initial: sum(pseudoHeader(src, dst, proto: proto, length: l4.count))) == 0xffff
+        let l4OK =
+            (proto == 17 && field == 0 && src.isV4)
+            || sum(l4, initial: sum(pseudoHeader(src, dst, proto: proto, length: l4.count))) == 0xffff
         let hdr = proto == 17 ? 8 : Int(l4[12] >> 4) * 4
-        return Parsed(proto: proto, src: Endpoint(address: src, port: u16(l4, 0)), dst: Endpoint(address: dst, port: u16(l4, 2)),
-                      ipChecksumOK: ipOK, l4ChecksumOK: l4OK, l4ChecksumField: field, payload: Array(l4[hdr...]))
+        return Parsed(
+            proto: proto, src: Endpoint(address: src, port: u16(l4, 0)), dst: Endpoint(address: dst, port: u16(l4, 2)),
+            ipChecksumOK: ipOK, l4ChecksumOK: l4OK, l4ChecksumField: field, payload: Array(l4[hdr...]))
     }
 }

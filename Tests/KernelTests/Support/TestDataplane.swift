@@ -22,7 +22,9 @@ final class TestDataplane: @unchecked Sendable {
     /// Detaches every recorded attachment, then unpins everything load made.
     func cleanup() {
         if let list = try? Attachments.list(dp), let lock = try? WriterLock(pins) {
-            for a in list { _ = try? Attachments.detach(dp, ifname: a.ifname, netns: a.netns.isEmpty ? nil : a.netns, lock: lock) }
+            for a in list {
+                _ = try? Attachments.detach(dp, ifname: a.ifname, netns: a.netns.isEmpty ? nil : a.netns, lock: lock)
+            }
         }
         do { try Loader.unload(pins) } catch { Issue.record("cleanup of \(pins.path) failed: \(error)") }
     }
