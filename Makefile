@@ -9,7 +9,7 @@ BPF_OBJ := $(BPF_OUT)/ctctl.bpf.o
 BPF_SRC := bpf/ctctl.bpf.c $(wildcard bpf/lib/*.h) $(wildcard bpf/include/*.h)
 BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -Wall -Werror -I bpf/include -I bpf -I /usr/include/$(MULTIARCH)
 
-.PHONY: all deps bpf build test demo bench clean
+.PHONY: all deps bpf build test demo bench install uninstall lint test-install clean
 
 all: build
 
@@ -27,10 +27,22 @@ build: bpf
 	swift build -c $(CONFIG)
 	cp $(BPF_OBJ) "$$(swift build -c $(CONFIG) --show-bin-path)/"
 
-test: bpf
+test: bpf lint
 	swift build --build-tests
 	cp $(BPF_OBJ) "$$(swift build --show-bin-path)/"
 	swift test --skip-build
+	$(MAKE) --no-print-directory test-install
+
+# An install into a temporary prefix, checked, then uninstalled (scripts/test-install.sh).
+test-install:
+	scripts/test-install.sh
+
+# The habits of the field: swift format, clang-format (kernel-ish style) and shellcheck.
+LINT_C := $(wildcard bpf/*.c bpf/lib/*.h bpf/include/*.h Sources/CLibBPF/*.c Sources/CLibBPF/include/CLibBPF.h scripts/*.c)
+lint: deps
+	swift format lint --strict --recursive --configuration .swift-format Sources Tests Package.swift
+	clang-format --dry-run --Werror $(LINT_C)
+	shellcheck scripts/*.sh .ci/run
 
 # FAST=1: short phases (CI); KEEP=1: leave the setup in place for exploring.
 demo: build
@@ -48,6 +60,31 @@ bench: bpf
 	cc -O2 -Wall -o .build/bench/run scripts/bench-run.c
 	"$$(swift build -c release --show-bin-path)/ctctl-bench" --ctctl "$$(swift build -c release --show-bin-path)/ctctl" \
 		--floor .build/bench/floor --runner .build/bench/run --entries $(N) --runs $(RUNS) --write-doc docs/PERFORMANCE.md
+
+# PREFIX=/usr/local (DESTDIR= for staging): ctctl, its BPF object, a man page generated
+# from the argument parser, and bash, zsh and fish completions. uninstall removes exactly those.
+BINDIR = $(DESTDIR)$(PREFIX)/bin
+LIBDIR = $(DESTDIR)$(PREFIX)/lib/ctctl
+MANDIR = $(DESTDIR)$(PREFIX)/share/man/man1
+BASHDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+ZSHDIR = $(DESTDIR)$(PREFIX)/share/zsh/site-functions
+FISHDIR = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+INSTALLED = $(BINDIR)/ctctl $(LIBDIR)/ctctl.bpf.o $(MANDIR)/ctctl.1 $(BASHDIR)/ctctl $(ZSHDIR)/_ctctl $(FISHDIR)/ctctl.fish
+
+install: bpf
+	swift build -c release --product ctctl
+	swift package --allow-writing-to-package-directory generate-manual --date 2026-11-28 --section 1
+	install -d $(BINDIR) $(LIBDIR) $(MANDIR) $(BASHDIR) $(ZSHDIR) $(FISHDIR)
+	install -m 0755 "$$(swift build -c release --show-bin-path)/ctctl" $(BINDIR)/ctctl
+	install -m 0644 $(BPF_OBJ) $(LIBDIR)/ctctl.bpf.o
+	install -m 0644 .build/plugins/GenerateManual/outputs/ctctl/ctctl.1 $(MANDIR)/ctctl.1
+	$(BINDIR)/ctctl --generate-completion-script bash > $(BASHDIR)/ctctl
+	$(BINDIR)/ctctl --generate-completion-script zsh > $(ZSHDIR)/_ctctl
+	$(BINDIR)/ctctl --generate-completion-script fish > $(FISHDIR)/ctctl.fish
+
+uninstall:
+	rm -f $(INSTALLED)
+	-rmdir $(LIBDIR) 2>/dev/null
 
 clean:
 	rm -rf .build

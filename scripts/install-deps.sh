@@ -3,7 +3,7 @@
 # Debian 12; runs `apt-get update` at most once. Idempotent and quiet when done.
 set -euo pipefail
 
-packages=(libbpf-dev libelf-dev zlib1g-dev bpftool ethtool iproute2 util-linux jq clang-format shellcheck man-db)
+packages=(libbpf-dev libelf-dev zlib1g-dev bpftool ethtool iproute2 util-linux jq clang-format shellcheck man-db bsdextrautils)
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -22,6 +22,10 @@ fi
 if ! python3 -c 'import jsonschema' 2>/dev/null; then
   echo "install-deps: installing the Python jsonschema package (validates -o json in the tests)" >&2
   python3 -m pip install -q jsonschema
+fi
+if ! command -v kubernetes-validate >/dev/null; then
+  echo "install-deps: installing kubernetes-validate (validates docs/deploy in the tests)" >&2
+  python3 -m pip install -q kubernetes-validate
 fi
 if ! command -v swift >/dev/null; then
   echo "install-deps: no Swift toolchain on PATH (expected /opt/swift/usr/bin)" >&2

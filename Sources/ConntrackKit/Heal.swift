@@ -91,8 +91,11 @@ public final class Healer {
 
     /// The stderr summary of a pass.
     public static func summary(_ r: PassResult, dryRun: Bool) -> String {
-        let reasons = StaleReason.allCases.map { "\($0.rawValue) \((dryRun ? r.wouldDeleteByReason : r.deletedByReason)[$0] ?? 0)" }.joined(separator: ", ")
-        var s = dryRun
+        let reasons = StaleReason.allCases.map {
+            "\($0.rawValue) \((dryRun ? r.wouldDeleteByReason : r.deletedByReason)[$0] ?? 0)"
+        }.joined(separator: ", ")
+        var s =
+            dryRun
             ? "dry run: \(r.wouldDelete) entr\(r.wouldDelete == 1 ? "y" : "ies") would be deleted (\(reasons))"
             : "healed: \(r.deleted) entr\(r.deleted == 1 ? "y" : "ies") deleted (\(reasons))"
         if r.changed > 0 { s += "; \(r.changed) kept (re-created by the datapath since read)" }
@@ -104,7 +107,9 @@ public final class Healer {
 
 extension Operations {
     /// `heal --once`: one pass; exit 0 if something was (or would be) deleted, 1 if nothing was stale.
-    public static func healOnce(_ pins: PinDirectory, _ o: HealOptions, mode: EntryPrinter.Mode, console: Console) throws -> ExitStatus {
+    public static func healOnce(_ pins: PinDirectory, _ o: HealOptions, mode: EntryPrinter.Mode, console: Console) throws
+        -> ExitStatus
+    {
         let healer = try Healer(pins, options: o, auditCommand: "heal --once")
         let printer = EntryPrinter(mode, to: console.out, now: Timestamp.monotonicNow(), showReason: true, resultColumn: true)
         printer.begin()
@@ -153,10 +158,12 @@ public final class HealDaemon {
         var lastEpoch: UInt32? = nil
         var nextFull = Timestamp.monotonicNow()
         var available = true
-        logger.info("heal started", metadata: [
-            "pin_dir": "\(healer.pins.path)", "interval": "\(DurationText.format(nanoseconds: config.intervalNs))",
-            "dry_run": "\(config.options.dryRun)",
-        ])
+        logger.info(
+            "heal started",
+            metadata: [
+                "pin_dir": "\(healer.pins.path)", "interval": "\(DurationText.format(nanoseconds: config.intervalNs))",
+                "dry_run": "\(config.options.dryRun)",
+            ])
         while !stop() {
             let now = Timestamp.monotonicNow()
             if !available {
@@ -201,9 +208,12 @@ public final class HealDaemon {
             let r = try healer.pass(printer: nil, shouldStop: stop)
             var meta: Logger.Metadata = [
                 "trigger": "\(trigger)", "scanned": "\(r.scanned)", "stale": "\(r.stale)", "deleted": "\(r.deleted)",
-                "kept_changed": "\(r.changed)", "duration_ms": "\(String(format1: Double(r.durationNs) / 1e6))", "epoch": "\(r.epoch)",
+                "kept_changed": "\(r.changed)", "duration_ms": "\(String(format1: Double(r.durationNs) / 1e6))",
+                "epoch": "\(r.epoch)",
             ]
-            for reason in StaleReason.allCases { meta["deleted_" + String(reason.rawValue.map { $0 == "-" ? "_" : $0 })] = "\(r.deletedByReason[reason] ?? 0)" }
+            for reason in StaleReason.allCases {
+                meta["deleted_" + String(reason.rawValue.map { $0 == "-" ? "_" : $0 })] = "\(r.deletedByReason[reason] ?? 0)"
+            }
             if r.stopped { meta["stopped"] = "true" }
             logger.info("pass", metadata: meta)
             metrics?.record(trigger: trigger, r, counters: (try? healer.dataplane.counterTotals()) ?? [])
@@ -279,22 +289,29 @@ public final class HealMetrics {
             s += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
             for (labels, value) in samples { s += "\(name)\(labels) \(value)\n" }
         }
-        metric("ctctl_heal_passes_total", "counter", "Heal passes run, by what triggered them.",
-               ["start", "epoch", "interval"].map { ("{trigger=\"\($0)\"}", String(passes[$0] ?? 0)) })
+        metric(
+            "ctctl_heal_passes_total", "counter", "Heal passes run, by what triggered them.",
+            ["start", "epoch", "interval"].map { ("{trigger=\"\($0)\"}", String(passes[$0] ?? 0)) })
         metric("ctctl_heal_errors_total", "counter", "Heal passes that failed.", [("", String(errors))])
-        metric("ctctl_heal_entries_scanned_total", "counter", "Conntrack entries scanned by heal passes.", [("", String(scanned))])
-        metric("ctctl_heal_entries_deleted_total", "counter", "Conntrack entries deleted by heal, NAT partners included, by reason.",
-               StaleReason.allCases.map { ("{reason=\"\($0.rawValue)\"}", String(deleted[$0] ?? 0)) })
-        metric("ctctl_heal_entries_kept_changed_total", "counter", "Stale entries kept because the datapath re-created them during the pass.",
-               [("", String(changed))])
+        metric(
+            "ctctl_heal_entries_scanned_total", "counter", "Conntrack entries scanned by heal passes.", [("", String(scanned))])
+        metric(
+            "ctctl_heal_entries_deleted_total", "counter", "Conntrack entries deleted by heal, NAT partners included, by reason.",
+            StaleReason.allCases.map { ("{reason=\"\($0.rawValue)\"}", String(deleted[$0] ?? 0)) })
+        metric(
+            "ctctl_heal_entries_kept_changed_total", "counter",
+            "Stale entries kept because the datapath re-created them during the pass.",
+            [("", String(changed))])
         metric("ctctl_heal_pass_duration_seconds", "gauge", "Duration of the last heal pass.", [("", String(lastDuration))])
-        metric("ctctl_heal_last_success_timestamp_seconds", "gauge", "When the last heal pass succeeded (Unix time).",
-               [("", String(format1: lastSuccess))])
+        metric(
+            "ctctl_heal_last_success_timestamp_seconds", "gauge", "When the last heal pass succeeded (Unix time).",
+            [("", String(format1: lastSuccess))])
         metric("ctctl_conntrack_entries", "gauge", "Conntrack entries seen by the last pass.", [("", String(ctEntries))])
         metric("ctctl_conntrack_max_entries", "gauge", "Size of the conntrack map.", [("", String(ctMax))])
         metric("ctctl_service_epoch", "gauge", "The dataplane's service epoch.", [("", String(epoch))])
-        metric("ctctl_datapath_events_total", "counter", "Datapath counters (docs/maps.md), summed over CPUs.",
-               zip(CounterNames.all, counters).map { ("{counter=\"\($0)\"}", String($1)) })
+        metric(
+            "ctctl_datapath_events_total", "counter", "Datapath counters (docs/maps.md), summed over CPUs.",
+            zip(CounterNames.all, counters).map { ("{counter=\"\($0)\"}", String($1)) })
         return s
     }
 
@@ -340,10 +357,38 @@ public struct LogfmtHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var line = "ts=\(Timestamp.rfc3339Millis(Timestamp.realtimeNow())) level=\(event.level) msg=\(LogfmtHandler.quote(event.message.description))"
+        var line =
+            "ts=\(Timestamp.rfc3339Millis(Timestamp.realtimeNow())) level=\(event.level) msg=\(LogfmtHandler.quote(event.message.description))"
         let all = metadata.merging(event.metadata ?? [:]) { $1 }
         for (k, v) in all.sorted(by: { $0.key < $1.key }) { line += " \(k)=\(LogfmtHandler.quote(v.description))" }
         stream.line(line)
         stream.flush()
+    }
+}
+
+/// `heal --check`: is the watching heal alive? Reads its metrics file (a liveness probe).
+public enum HealHealth {
+    /// Seconds since the last successful pass, from `ctctl_heal_last_success_timestamp_seconds`.
+    public static func lastSuccessAge(metricsFile path: String) throws(CtctlError) -> Double {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            throw CtctlError(.software, "cannot read \(path): \(Errno(errno)) (is `ctctl heal --metrics-file \(path)` running?)")
+        }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = read(fd, &buf, buf.count)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            bytes += buf[..<n]
+        }
+        let name = "ctctl_heal_last_success_timestamp_seconds "
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix(name) {
+            guard let t = Double(line.dropFirst(name.count)) else { break }
+            guard t > 0 else { throw CtctlError(.software, "\(path): no heal pass has succeeded yet") }
+            return max(0, Timestamp.realtimeNow() - t)
+        }
+        throw CtctlError(.software, "\(path) has no ctctl_heal_last_success_timestamp_seconds: not written by ctctl heal")
     }
 }

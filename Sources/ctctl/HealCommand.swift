@@ -27,11 +27,15 @@ struct HealCommand: CtctlCommand {
             (with 10% jitter). Structured log lines (logfmt) go to stderr; --metrics-file writes \
             Prometheus text for node_exporter's textfile collector after every pass.
 
+            --check is a liveness probe for a running heal: it reads --metrics-file and exits 0 \
+            if a pass succeeded within --max-age, 70 otherwise.
+
             EXAMPLES:
               ctctl heal --once --dry-run
               ctctl heal --once -o json --audit-log /var/log/ctctl-audit.jsonl
               ctctl heal --once --proto udp --dst 198.19.0.10
               ctctl heal --interval 10s --metrics-file /var/lib/node_exporter/textfile/ctctl.prom
+              ctctl heal --check --metrics-file /var/lib/node_exporter/textfile/ctctl.prom --max-age 60s
 
             \(ExitStatus.helpTable)
             """)
@@ -43,11 +47,34 @@ struct HealCommand: CtctlCommand {
     @OptionGroup var output: EntryOutputOptions
     @Option(help: ArgumentHelp("Append one JSON line per deleted entry to FILE.", valueName: "file")) var auditLog: String?
     @Option(help: ArgumentHelp("Daemon: a full pass this often.", valueName: "duration")) var interval = "10s"
-    @Option(help: ArgumentHelp("Daemon: write Prometheus text metrics here after each pass.", valueName: "file")) var metricsFile: String?
-    @Option(help: ArgumentHelp("How old a NAT half must be before a missing partner makes it stale.", valueName: "duration")) var grace = "10s"
+    @Option(help: ArgumentHelp("Daemon: write Prometheus text metrics here after each pass.", valueName: "file")) var metricsFile:
+        String?
+    @Option(help: ArgumentHelp("How old a NAT half must be before a missing partner makes it stale.", valueName: "duration"))
+    var grace = "10s"
     @Option(help: ArgumentHelp("Daemon log level: debug, info, warning, error.", valueName: "level")) var logLevel = "info"
+    @Flag(help: "Liveness probe: exit 0 if the heal writing --metrics-file succeeded within --max-age.") var check = false
+    @Option(help: ArgumentHelp("With --check: how old the last successful pass may be.", valueName: "duration")) var maxAge =
+        "60s"
 
     func execute(_ console: Console) throws -> ExitStatus {
+        if check {
+            guard let metricsFile else {
+                throw ValidationError("--check needs --metrics-file (the file the running heal writes)")
+            }
+            guard let max = DurationText.parseNanoseconds(maxAge) else {
+                throw ValidationError("bad --max-age '\(maxAge)': e.g. 60s")
+            }
+            let age = try HealHealth.lastSuccessAge(metricsFile: metricsFile)
+            guard age * 1e9 <= Double(max) else {
+                throw CtctlError(
+                    .software,
+                    "the last successful heal pass was \(DurationText.format(nanoseconds: UInt64(age * 1e9))) ago (more than \(maxAge))"
+                )
+            }
+            console.out.line(
+                "healthy: the last successful heal pass was \(DurationText.format(nanoseconds: UInt64(age * 1e9))) ago")
+            return .success
+        }
         var o = HealOptions()
         o.filter = try filters.filter()
         o.dryRun = dryRun
