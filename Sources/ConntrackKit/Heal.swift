@@ -215,9 +215,10 @@ public final class HealDaemon {
                 meta["deleted_" + String(reason.rawValue.map { $0 == "-" ? "_" : $0 })] = "\(r.deletedByReason[reason] ?? 0)"
             }
             if r.stopped { meta["stopped"] = "true" }
-            logger.info("pass", metadata: meta)
+            // metrics first, the log line last: a logged pass has its metrics on disk
             metrics?.record(trigger: trigger, r, counters: (try? healer.dataplane.counterTotals()) ?? [])
             try writeMetrics()
+            logger.info("pass", metadata: meta)
             return (true, r.epoch)
         } catch let e as CtctlError where e.status == .unavailable {
             logger.error("pass failed", metadata: ["trigger": "\(trigger)", "error": "\(e.message)"])

@@ -126,21 +126,25 @@ public enum Loader {
         }
         var pinned: [String] = []
         do throws(CtctlError) {
-            for (name, pin) in mapPins {
-                guard let m = bpf_object__find_map_by_name(obj, name) else {
-                    throw CtctlError(.badLayout, "\(path) has no map '\(name)': rebuild it with this ctctl")
+            // every map and program, with how to pin it (nil: the object lacks it)
+            let pinners: [(kind: String, name: String, pin: String, pinTo: (String) -> Int32?)] =
+                mapPins.map { m in
+                    (
+                        "map", m.objectName, m.pin,
+                        { p in bpf_object__find_map_by_name(obj, m.objectName).map { bpf_map__pin($0, p) } }
+                    )
                 }
-                let p = pinDir.pin(pin)
-                let r = bpf_map__pin(m, p)
-                if r != 0 { throw CtctlError.from(Errno(-r), doing: "pinning", path: p) }
-                pinned.append(p)
-            }
-            for (name, pin) in progPins {
-                guard let prog = bpf_object__find_program_by_name(obj, name) else {
-                    throw CtctlError(.badLayout, "\(path) has no program '\(name)': rebuild it with this ctctl")
+                + progPins.map { g in
+                    (
+                        "program", g.objectName, g.pin,
+                        { p in bpf_object__find_program_by_name(obj, g.objectName).map { bpf_program__pin($0, p) } }
+                    )
                 }
-                let p = pinDir.pin(pin)
-                let r = bpf_program__pin(prog, p)
+            for x in pinners {
+                let p = pinDir.pin(x.pin)
+                guard let r = x.pinTo(p) else {
+                    throw CtctlError(.badLayout, "\(path) has no \(x.kind) '\(x.name)': rebuild it with this ctctl")
+                }
                 if r != 0 { throw CtctlError.from(Errno(-r), doing: "pinning", path: p) }
                 pinned.append(p)
             }

@@ -113,7 +113,11 @@ public final class Incident {
             say(String(format: "   %5.1fs  %@  (sent %d, backend-1 %d, backend-2 %d)", t + step, label, w.sent, per[0], per[1]))
             t += step
         }
-        let w = flow.window(from: start, to: UDPFlow.now())
+        // count the phase once its last datagrams have had time to land (a datagram sent
+        // just before the end may still be on its way)
+        let end = UDPFlow.now()
+        Thread.sleep(forTimeInterval: 0.05)
+        let w = flow.window(from: start, to: end)
         phases.append((name, w.sent, w.delivered))
         return w
     }

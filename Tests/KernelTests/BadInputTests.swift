@@ -183,3 +183,28 @@ struct BadInputTests {
         }
     }
 }
+
+@Suite("loading where bpffs is not mounted")
+struct MountTests {
+    @Test("load mounts bpffs at /sys/fs/bpf when it is missing (in a private mount namespace)")
+    func mountsBPFFS() throws {
+        let pin = "/sys/fs/bpf/" + TestDataplane.uniqueName("mount")
+        let bin = ctctlBinary()
+        // inside: unmount every bpffs at /sys/fs/bpf, leaving sysfs's empty directory
+        let script = """
+            while umount /sys/fs/bpf 2>/dev/null; do :; done
+            if grep -q ' /sys/fs/bpf bpf ' /proc/mounts; then echo 'still mounted'; exit 3; fi
+            \(bin) dataplane status --pin-dir \(pin); echo "status-exit=$?"
+            \(bin) dataplane load --pin-dir \(pin) || exit 4
+            grep -q ' /sys/fs/bpf bpf ' /proc/mounts || { echo 'not mounted by load'; exit 5; }
+            \(bin) dataplane load --pin-dir \(pin)-again >/dev/null || exit 6
+            \(bin) dataplane unload --pin-dir \(pin)-again >/dev/null || exit 7
+            \(bin) dataplane unload --pin-dir \(pin) >/dev/null || exit 8
+            """
+        let r = try runCommand(["unshare", "--mount", "--propagation", "private", "sh", "-c", script])
+        #expect(r.status == 0, "\(r.out)\(r.err)")
+        #expect(r.out.contains("status-exit=69"), "before load, a clear 'not on bpffs': \(r.out)")
+        #expect(r.err.contains("not on a BPF filesystem"))
+        #expect(!FileManager.default.fileExists(atPath: pin), "the namespace's bpffs was its own")
+    }
+}
