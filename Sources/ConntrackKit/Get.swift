@@ -50,11 +50,10 @@ extension Operations {
         // The same judge as `list --stale`, on one consistent view, with the partner check
         // run in the kernel.
         let lock = try WriterLock(pins)
-        let rw = try Dataplane(pins, readOnly: false)
         let view = try ServiceView.read(dp)
         let judge = StaleJudge(view: view, timeouts: dp.timeouts, now: now)
         var stale: [(ctctl_ct_key, StaleReason)] = []
-        let scan = EntryScan(dp, filter: ConntrackFilter(), judge: judge, stager: try Stager(rw, lock: lock), ledger: false)
+        let scan = EntryScan(dp, filter: ConntrackFilter(), judge: judge, stager: try Stager(dp, lock: lock), ledger: false)
         try scan.judgeOnly(found) { e, r in if let r { stale.append((e.key.pointee, r)) } }
         let epoch = try dp.epoch()
         let epochOn = dp.serviceEpochEnabled

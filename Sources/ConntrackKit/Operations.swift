@@ -25,9 +25,8 @@ public enum Operations {
             // The partner checks run through the one shared stage: take the writers' lock,
             // which also gives one consistent view of the services.
             let lock = try WriterLock(pins)
-            let rw = try Dataplane(pins, readOnly: false)
             let judge = StaleJudge(view: try ServiceView.read(dp), timeouts: dp.timeouts, now: now, graceNs: o.graceNs)
-            let scan = EntryScan(dp, filter: o.filter, judge: judge, stager: try Stager(rw, lock: lock))
+            let scan = EntryScan(dp, filter: o.filter, judge: judge, stager: try Stager(dp, lock: lock))
             try scan.run { e, reason in printer.add(e, reason: reason) }
         } else {
             try EntryScan(dp, filter: o.filter).run { e, _ in printer.add(e, reason: nil) }

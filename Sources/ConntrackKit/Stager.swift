@@ -4,7 +4,8 @@ import Glibc
 /// Runs ctctl's compare-and-delete program (prog_stage) over keys staged in the `stage`
 /// map: up to CTCTL_STAGE_SLOTS entries a run, one BPF_PROG_TEST_RUN each. Every delete
 /// and every partner check ctctl makes goes through here. Requires the writers' lock:
-/// there is one stage per dataplane.
+/// there is one stage per dataplane. It opens the stage map read-write itself, so a
+/// read-only Dataplane will do (`list --stale` writes nothing else).
 public final class Stager {
     public static let capacity = Int(CTCTL_STAGE_SLOTS)
 
