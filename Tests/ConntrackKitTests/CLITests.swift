@@ -16,8 +16,8 @@ struct CLITests {
         arguments: [
             [], ["dataplane"], ["dataplane", "load"], ["dataplane", "attach"], ["dataplane", "status"], ["service", "set"],
             ["service", "delete"], ["nat", "list"], ["conntrack"], ["conntrack", "list"], ["conntrack", "get"],
-            ["conntrack", "remove"],
-            ["conntrack", "stats"],
+            ["conntrack", "remove"], ["conntrack", "stats"], ["heal"], ["service"], ["nat"], ["dataplane", "detach"],
+            ["dataplane", "unload"],
         ])
     func help(_ path: [String]) {
         let r = run(path + ["--help"])
