@@ -89,9 +89,4 @@ extension String {
     public func padding(_ width: Int) -> String {
         count >= width ? self : self + String(repeating: " ", count: width - count)
     }
-
-    /// Right-aligned in a column of `width` characters (never truncated).
-    public func leftPadding(_ width: Int) -> String {
-        count >= width ? self : String(repeating: " ", count: width - count) + self
-    }
 }

@@ -62,14 +62,6 @@ public final class Stager {
         count += 1
     }
 
-    public func add(key: ctctl_ct_key, createdNs: UInt64, type: UInt8) {
-        precondition(count < Stager.capacity)
-        slots[count] = ctctl_stage_slot(
-            key: key, partner: ctctl_ct_key(), created_ns: createdNs, partner_last_seen_ns: 0, type: type,
-            result: 0, pad: (0, 0, 0, 0, 0, 0))
-        count += 1
-    }
-
     /// The result bits of slot i after run().
     public func result(_ i: Int) -> UInt8 { slots[i].result }
 
