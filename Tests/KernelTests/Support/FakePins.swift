@@ -10,6 +10,8 @@ final class FakePins {
 
     init(_ tag: String) throws {
         pins = PinDirectory("/sys/fs/bpf/" + TestDataplane.uniqueName(tag))
+        // On a fresh machine nothing has mounted bpffs yet (no dataplane was loaded).
+        try pins.ensureBPFFS()
         try FileManager.default.createDirectory(atPath: pins.path, withIntermediateDirectories: false)
     }
 
