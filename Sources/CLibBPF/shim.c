@@ -195,3 +195,27 @@ int CLibBPF_is_bpffs(const char *path)
 		return -errno;
 	return fs.f_type == BPF_FS_MAGIC ? 1 : 0;
 }
+
+/* Why shimmed: the tables are X-macros in the ABI header; Swift cannot expand them. */
+#define NAME_OF(id, name, ...) name,
+#define HELP_OF(id, name, help) help,
+static const char *const counter_names[] = {CTCTL_COUNTERS(NAME_OF)};
+static const char *const counter_helps[] = {CTCTL_COUNTERS(HELP_OF)};
+static const char *const rule_names[] = {CTCTL_RULES(NAME_OF)};
+_Static_assert(sizeof(counter_names) / sizeof(counter_names[0]) == CTCTL_CNT_MAX, "every counter");
+_Static_assert(sizeof(rule_names) / sizeof(rule_names[0]) == CTCTL_RULE_MAX, "every rule");
+
+const char *CLibBPF_counter_name(uint32_t i)
+{
+	return i < CTCTL_CNT_MAX ? counter_names[i] : NULL;
+}
+
+const char *CLibBPF_counter_help(uint32_t i)
+{
+	return i < CTCTL_CNT_MAX ? counter_helps[i] : NULL;
+}
+
+const char *CLibBPF_rule_name(uint32_t i)
+{
+	return i < CTCTL_RULE_MAX ? rule_names[i] : NULL;
+}

@@ -65,6 +65,39 @@ public struct BenchFill {
         public var stale: Int { missedNAT + orphanPairs * 2 + expired + halfPairs }
     }
 
+    /// An entry's value with the bookkeeping fields set (10 packets, 640 bytes).
+    static func entry(_ type: EntryType, created: UInt64, lastSeen: UInt64, epoch: UInt32) -> ctctl_ct_value {
+        var v = ctctl_ct_value()
+        v.created_ns = created
+        v.last_seen_ns = lastSeen
+        v.packets = 10
+        v.bytes = 640
+        v.epoch = epoch
+        v.type = type.rawValue
+        return v
+    }
+
+    /// Both halves of a NAT pair as the datapath writes them (10 packets, 640 bytes).
+    public static func natPair(
+        _ svc: ServiceRef, client: Endpoint, backend: Endpoint, created: UInt64, lastSeen: UInt64, epoch: UInt32
+    ) -> (fwdKey: ctctl_ct_key, fwd: ctctl_ct_value, revKey: ctctl_ct_key, rev: ctctl_ct_value) {
+        let fwdKey = FlowKey(proto: svc.proto, src: client, dst: svc.vip).raw
+        let revKey = FlowKey(proto: svc.proto, src: backend, dst: client).raw
+        var f = entry(.natForward, created: created, lastSeen: lastSeen, epoch: epoch)
+        f.svc_proto = svc.proto.number
+        f.svc_port = svc.vip.port.bigEndian
+        f.nat_port = backend.port.bigEndian
+        withUnsafeMutableBytes(of: &f.nat_addr) { backend.address.store(to: $0.baseAddress!) }
+        withUnsafeMutableBytes(of: &f.svc_addr) { svc.vip.address.store(to: $0.baseAddress!) }
+        f.partner = revKey
+        var r = f
+        r.type = EntryType.natReverse.rawValue
+        r.nat_port = svc.vip.port.bigEndian
+        withUnsafeMutableBytes(of: &r.nat_addr) { svc.vip.address.store(to: $0.baseAddress!) }
+        r.partner = fwdKey
+        return (fwdKey, f, revKey, r)
+    }
+
     /// Writes (or rewrites, with fresh times) every entry.
     @discardableResult
     public func write(_ dp: Dataplane, now: UInt64) throws -> Counts {
@@ -97,40 +130,19 @@ public struct BenchFill {
             n += 1
             if n == capacity { try flush() }
         }
-        func value(_ type: EntryType, created: UInt64, lastSeen: UInt64) -> ctctl_ct_value {
-            var v = ctctl_ct_value()
-            v.created_ns = created
-            v.last_seen_ns = lastSeen
-            v.packets = 10
-            v.bytes = 640
-            v.epoch = epoch
-            v.type = type.rawValue
-            return v
-        }
         func pair(_ flow: Int, svc: ServiceRef, backend: Endpoint, created: UInt64, lastSeen: UInt64, half: Bool = false) throws {
             let (ca, cp) = BenchFill.client(flow)
-            let fwd = FlowKey(proto: svc.proto, src: Endpoint(address: ca, port: cp), dst: svc.vip).raw
-            let rev = FlowKey(proto: svc.proto, src: backend, dst: Endpoint(address: ca, port: cp)).raw
-            var f = value(.natForward, created: created, lastSeen: lastSeen)
-            f.svc_proto = svc.proto.number
-            f.svc_port = svc.vip.port.bigEndian
-            f.nat_port = backend.port.bigEndian
-            withUnsafeMutableBytes(of: &f.nat_addr) { backend.address.store(to: $0.baseAddress!) }
-            withUnsafeMutableBytes(of: &f.svc_addr) { svc.vip.address.store(to: $0.baseAddress!) }
-            f.partner = rev
-            var r = f
-            r.type = EntryType.natReverse.rawValue
-            r.nat_port = svc.vip.port.bigEndian
-            withUnsafeMutableBytes(of: &r.nat_addr) { svc.vip.address.store(to: $0.baseAddress!) }
-            r.partner = fwd
-            try put(fwd, f)
-            if !half { try put(rev, r) }
+            let p = BenchFill.natPair(
+                svc, client: Endpoint(address: ca, port: cp), backend: backend, created: created, lastSeen: lastSeen, epoch: epoch
+            )
+            try put(p.fwdKey, p.fwd)
+            if !half { try put(p.revKey, p.rev) }
         }
         func normal(_ flow: Int, to dst: Endpoint, proto: IPProto, created: UInt64, lastSeen: UInt64) throws {
             let (ca, cp) = BenchFill.client(flow)
             try put(
                 FlowKey(proto: proto, src: Endpoint(address: ca, port: cp), dst: dst).raw,
-                value(.normal, created: created, lastSeen: lastSeen))
+                BenchFill.entry(.normal, created: created, lastSeen: lastSeen, epoch: epoch))
         }
         // Plan: stale entries are ~staleFraction of all entries; the rest is 1/3 normal
         // entries and 2/3 NAT halves.

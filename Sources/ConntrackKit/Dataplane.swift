@@ -40,15 +40,22 @@ public struct Timeouts: Sendable, Equatable {
         other = c.timeout_ns.3
     }
 
-    /// The timeout that applies to an entry of this protocol with these flags.
+    /// The timeout that applies to an entry of this protocol with these flags: chosen by
+    /// the datapath's own rule (ctctl_timeout_index in bpf/include/ctctl_rules.h).
     @inline(__always)
     public func timeout(proto: UInt8, flags: UInt32) -> UInt64 {
-        switch proto {
-        case IPProto.udp.number: return udp
-        case IPProto.tcp.number:
-            return flags & (CTCTL_CT_F_FIN | CTCTL_CT_F_RST) != 0 ? tcpClosing : tcp
+        switch ctctl_timeout_index(proto, flags) {
+        case UInt32(CTCTL_TIMEOUT_UDP.rawValue): return udp
+        case UInt32(CTCTL_TIMEOUT_TCP.rawValue): return tcp
+        case UInt32(CTCTL_TIMEOUT_TCP_CLOSING.rawValue): return tcpClosing
         default: return other
         }
+    }
+
+    /// Idle past its timeout at `now` (ctctl_idle_past): one half of a NAT pair by its own flags.
+    @inline(__always)
+    public func idle(proto: UInt8, flags: UInt32, lastSeen: UInt64, now: UInt64) -> Bool {
+        ctctl_idle_past(lastSeen, now, timeout(proto: proto, flags: flags)) != 0
     }
 
     public var byName: [(String, UInt64)] { [("udp", udp), ("tcp", tcp), ("tcp-closing", tcpClosing), ("other", other)] }
@@ -145,8 +152,8 @@ public final class Dataplane: @unchecked Sendable {
 
     public func loadedAt() throws(CtctlError) -> UInt64 { try readState().loaded_at }
 
-    /// The datapath counters, summed over CPUs.
-    public func counterTotals() throws(CtctlError) -> [UInt64] {
+    /// The datapath counters, summed over CPUs, named as the ABI header names them.
+    public func counterTotals() throws(CtctlError) -> [DatapathCounter] {
         let ncpu = Int(libbpf_num_possible_cpus())
         let buf = UnsafeMutablePointer<ctctl_counters>.allocate(capacity: max(ncpu, 1))
         defer { buf.deallocate() }
@@ -156,7 +163,7 @@ public final class Dataplane: @unchecked Sendable {
         } catch {
             throw CtctlError.from(error, doing: "reading", path: counters.path)
         }
-        var totals = [UInt64](repeating: 0, count: Int(CTCTL_CNT_MAX.rawValue))
+        var totals = [UInt64](repeating: 0, count: DatapathCounter.names.count)
         for cpu in 0..<ncpu {
             withUnsafeBytes(of: &buf[cpu].c) { raw in
                 for i in 0..<totals.count {
@@ -164,7 +171,7 @@ public final class Dataplane: @unchecked Sendable {
                 }
             }
         }
-        return totals
+        return totals.enumerated().map { DatapathCounter(name: DatapathCounter.names[$0], value: $1) }
     }
 
     /// Re-checks that the maps are still pinned where they were opened: a heal pass
@@ -175,14 +182,14 @@ public final class Dataplane: @unchecked Sendable {
     }
 }
 
-/// Names of the datapath counters, in ABI order (docs/maps.md).
-public enum CounterNames {
-    public static let all: [String] = [
-        "packets", "ct_hit", "ct_miss", "nat_pair_created", "normal_created", "epoch_recheck",
-        "flow_converted", "flow_rebalanced", "flow_unnated", "expired_hit", "reply_hit",
-        "pass_not_ip", "pass_not_tcp_udp", "pass_fragment", "pass_ip_options", "pass_ipv6_ext",
-        "drop_malformed", "drop_no_backend", "drop_backend_missing", "drop_ct_write", "drop_rewrite",
-    ]
+/// One datapath counter (docs/maps.md). Names and meanings come from the ABI header's
+/// counter list, through the shim: they cannot drift from what the datapath counts.
+public struct DatapathCounter: Sendable, Equatable {
+    public let name: String
+    public let value: UInt64
+
+    public static let names: [String] = (0..<UInt32(CTCTL_CNT_MAX.rawValue)).map { String(cString: CLibBPF_counter_name($0)!) }
+    public static let helps: [String] = (0..<UInt32(CTCTL_CNT_MAX.rawValue)).map { String(cString: CLibBPF_counter_help($0)!) }
 }
 
 /// libbpf prints its warnings to stderr unless told otherwise (for example "Exclusivity

@@ -150,7 +150,7 @@ extension ServiceRef {
 }
 
 extension Endpoint {
-    var backendValue: ctctl_be_value {
+    public var backendValue: ctctl_be_value {
         var v = ctctl_be_value()
         withUnsafeMutableBytes(of: &v) { raw in address.store(to: raw.baseAddress!) }
         v.port = port.bigEndian

@@ -187,6 +187,7 @@ public final class EntryPrinter {
             w.ascii(",\"result\":\"would-delete\",\"with_partner\":")
             w.ascii(p ? "true" : "false")
         case .changed: w.ascii(",\"result\":\"changed\",\"with_partner\":false")
+        case .noLongerStale: w.ascii(",\"result\":\"no-longer-stale\",\"with_partner\":false")
         case .gone: w.ascii(",\"result\":\"gone\",\"with_partner\":false")
         }
     }
@@ -196,6 +197,7 @@ public final class EntryPrinter {
         case .deleted(let p): return p ? "deleted, with partner" : "deleted"
         case .wouldDelete(let p): return p ? "would delete, with partner" : "would delete"
         case .changed: return "kept: re-created since read"
+        case .noLongerStale: return "kept: no longer stale"
         case .gone: return "already gone"
         }
     }

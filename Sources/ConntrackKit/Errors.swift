@@ -80,6 +80,12 @@ public struct CtctlError: Error, CustomStringConvertible, Sendable {
         if error.isPermission {
             return CtctlError(.noPermission, "permission denied: \(action)\(at): \(privilegeHint)")
         }
+        if error.code == EROFS {
+            return CtctlError(
+                .noPermission,
+                "\(action)\(at): it is on a read-only filesystem; reading commands work there, this one writes: run it where the pin directory is mounted read-write"
+            )
+        }
         return CtctlError(.software, "\(action)\(at) failed: \(error) (errno \(error.code))")
     }
 }

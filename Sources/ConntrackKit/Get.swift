@@ -47,13 +47,11 @@ extension Operations {
             )
             return
         }
-        // The same judge as `list --stale`, on one consistent view, with the partner check
-        // run in the kernel.
-        let lock = try WriterLock(pins)
+        // The same judge as `list --stale`, on one consistent view, reading only.
         let view = try ServiceView.read(dp)
         let judge = StaleJudge(view: view, timeouts: dp.timeouts, now: now)
         var stale: [(ctctl_ct_key, StaleReason)] = []
-        let scan = EntryScan(dp, filter: ConntrackFilter(), judge: judge, stager: try Stager(dp, lock: lock), ledger: false)
+        let scan = EntryScan(dp, filter: ConntrackFilter(), judge: judge, ledger: false)
         try scan.judgeOnly(found) { e, r in if let r { stale.append((e.key.pointee, r)) } }
         let epoch = try dp.epoch()
         let epochOn = dp.serviceEpochEnabled
@@ -123,7 +121,7 @@ extension Operations {
             }
         }
         let timeout = dp.timeouts.timeout(proto: e.proto, flags: e.flags)
-        if now > entry.lastSeenNs && now - entry.lastSeenNs > timeout {
+        if dp.timeouts.idle(proto: e.proto, flags: e.flags, lastSeen: entry.lastSeenNs, now: now) {
             out.append(
                 "Idle for longer than the \(DurationText.format(nanoseconds: timeout)) \(entry.key.proto) timeout\(entry.type == .normal ? "" : " (this half)"): the next packet starts a new flow."
             )
@@ -144,7 +142,6 @@ extension EntryScan {
     /// as a scan; `emit` gets only the stale ones.
     func judgeOnly(_ entries: EntryBuffer, _ emit: (EntryView, StaleReason?) throws -> Void) throws {
         for i in 0..<entries.count { try consider(entries.view(i), emit) }
-        try finishProbes(emit)
     }
 }
 

@@ -21,6 +21,8 @@ public struct PassResult: Sendable {
     public var deletedByReason: [StaleReason: Int] = [:]
     /// Kept because the datapath re-created them between the read and the delete.
     public var changed = 0
+    /// Kept because the rule they were judged by no longer held at delete time.
+    public var noLongerStale = 0
     public var wouldDelete = 0
     public var wouldDeleteByReason: [StaleReason: Int] = [:]
     public var durationNs: UInt64 = 0
@@ -42,12 +44,12 @@ public final class Healer {
     public init(_ pins: PinDirectory, options: HealOptions, auditCommand: String) throws(CtctlError) {
         self.pins = pins
         self.options = options
-        dp = try Dataplane(pins, readOnly: false)
+        dp = try Dataplane(pins, readOnly: options.dryRun)
         audit = try options.auditLog.map { p throws(CtctlError) in try AuditLog(path: p, command: auditCommand) }
     }
 
     /// Re-opens the maps (after the dataplane was unloaded and loaded again).
-    public func reopen() throws(CtctlError) { dp = try Dataplane(pins, readOnly: false) }
+    public func reopen() throws(CtctlError) { dp = try Dataplane(pins, readOnly: options.dryRun) }
 
     public var dataplane: Dataplane { dp }
 
@@ -56,19 +58,22 @@ public final class Healer {
     /// (both halves go in one kernel run).
     public func pass(printer: EntryPrinter?, shouldStop: @escaping () -> Bool = { false }) throws -> PassResult {
         let start = Timestamp.monotonicNow()
-        let lock = try WriterLock(pins)
+        // a dry run reads only; a real pass holds the writers' lock from start to end
+        let lock = options.dryRun ? nil : try WriterLock(pins)
         defer { _ = lock }
         let view = try ServiceView.read(dp)
         let judge = StaleJudge(view: view, timeouts: dp.timeouts, now: start, graceNs: options.graceNs)
-        let stager = try Stager(dp, lock: lock)
         let audit = self.audit
-        let deleter = Deleter(stager, dryRun: options.dryRun) { e, reason, outcome in
+        let report = { (e: EntryView, reason: StaleReason?, outcome: DeleteOutcome) throws in
             printer?.add(e, reason: reason, outcome: outcome)
             if case .deleted(let partner) = outcome {
                 try audit?.deleted(e, why: reason?.rawValue ?? "stale", withPartner: partner, now: start)
             }
         }
-        let scan = EntryScan(dp, filter: options.filter, judge: judge, stager: stager)
+        let deleter =
+            try lock.map { lock throws(CtctlError) in Deleter(try Stager(dp, lock: lock), report: report) }
+            ?? Deleter(dryRun: dp, report: report)
+        let scan = EntryScan(dp, filter: options.filter, judge: judge)
         scan.shouldStop = shouldStop
         try scan.run { e, reason in try deleter.add(e, reason: reason) }
         try deleter.flush()
@@ -80,6 +85,7 @@ public final class Healer {
         r.deleted = deleter.deletedEntries
         r.deletedByReason = deleter.deletedByReason
         r.changed = deleter.changed
+        r.noLongerStale = deleter.noLongerStale
         r.wouldDelete = deleter.wouldDelete
         r.wouldDeleteByReason = deleter.wouldDeleteByReason
         r.stopped = scan.stopped
@@ -99,6 +105,7 @@ public final class Healer {
             ? "dry run: \(r.wouldDelete) entr\(r.wouldDelete == 1 ? "y" : "ies") would be deleted (\(reasons))"
             : "healed: \(r.deleted) entr\(r.deleted == 1 ? "y" : "ies") deleted (\(reasons))"
         if r.changed > 0 { s += "; \(r.changed) kept (re-created by the datapath since read)" }
+        if r.noLongerStale > 0 { s += "; \(r.noLongerStale) kept (no longer stale)" }
         s += "; \(r.scanned) scanned in \(DurationText.format(nanoseconds: r.durationNs))"
         if r.stopped { s += "; stopped early by a signal" }
         return s
@@ -255,7 +262,7 @@ public final class HealMetrics {
     var ctEntries = 0
     var ctMax: UInt32 = 0
     var epoch: UInt32 = 0
-    var counters: [UInt64] = []
+    var counters: [DatapathCounter] = []
 
     public init(path: String) throws(CtctlError) {
         let dir = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
@@ -269,7 +276,7 @@ public final class HealMetrics {
         self.path = path
     }
 
-    func record(trigger: String, _ r: PassResult, counters: [UInt64]) {
+    func record(trigger: String, _ r: PassResult, counters: [DatapathCounter]) {
         passes[trigger, default: 0] += 1
         scanned += r.scanned
         for (k, v) in r.deletedByReason { deleted[k, default: 0] += v }
@@ -312,7 +319,7 @@ public final class HealMetrics {
         metric("ctctl_service_epoch", "gauge", "The dataplane's service epoch.", [("", String(epoch))])
         metric(
             "ctctl_datapath_events_total", "counter", "Datapath counters (docs/maps.md), summed over CPUs.",
-            zip(CounterNames.all, counters).map { ("{counter=\"\($0)\"}", String($1)) })
+            counters.map { ("{counter=\"\($0.name)\"}", String($0.value)) })
         return s
     }
 

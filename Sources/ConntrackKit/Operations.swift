@@ -22,12 +22,10 @@ public enum Operations {
         let printer = EntryPrinter(o.mode, to: console.out, now: now, showReason: o.stale)
         printer.begin()
         if o.stale {
-            // The partner checks run through the one shared stage: take the writers' lock,
-            // which also gives one consistent view of the services.
-            let lock = try WriterLock(pins)
+            // Reads only: the view of the services is consistent by the service epoch, and
+            // partners are looked up with read-only fds (works on a read-only bpffs).
             let judge = StaleJudge(view: try ServiceView.read(dp), timeouts: dp.timeouts, now: now, graceNs: o.graceNs)
-            let scan = EntryScan(dp, filter: o.filter, judge: judge, stager: try Stager(dp, lock: lock))
-            try scan.run { e, reason in printer.add(e, reason: reason) }
+            try EntryScan(dp, filter: o.filter, judge: judge).run { e, reason in printer.add(e, reason: reason) }
         } else {
             try EntryScan(dp, filter: o.filter).run { e, _ in printer.add(e, reason: nil) }
         }
@@ -91,9 +89,9 @@ public enum Operations {
     /// entry's partner), each only if it is still the entry that was read.
     public static func remove(_ pins: PinDirectory, _ match: PairMatch, _ o: DeleteOptions, console: Console) throws -> ExitStatus
     {
-        let dp = try Dataplane(pins, readOnly: false)
+        let dp = try Dataplane(pins, readOnly: o.dryRun)
         let audit = try o.auditLog.map { p throws(CtctlError) in try AuditLog(path: p, command: "conntrack remove") }
-        let lock = try WriterLock(pins)
+        let lock = o.dryRun ? nil : try WriterLock(pins)
         let deleter = try deleteMatching(dp, lock: lock, o, audit: audit, why: "requested", console: console) {
             match.matches($0)
         }
@@ -103,16 +101,19 @@ public enum Operations {
     /// Scans the map and hands every entry `matches` accepts to a Deleter; prints and
     /// audits each outcome. Shared by remove and service delete.
     static func deleteMatching(
-        _ dp: Dataplane, lock: WriterLock, _ o: DeleteOptions, audit: AuditLog?, why: String,
+        _ dp: Dataplane, lock: WriterLock?, _ o: DeleteOptions, audit: AuditLog?, why: String,
         console: Console, _ matches: @escaping (EntryView) -> Bool
     ) throws -> (Deleter, EntryPrinter) {
         let now = Timestamp.monotonicNow()
         let printer = EntryPrinter(o.mode, to: console.out, now: now, showReason: false, resultColumn: true)
         printer.begin()
-        let deleter = Deleter(try Stager(dp, lock: lock), dryRun: o.dryRun) { e, _, outcome in
+        let report = { (e: EntryView, _: StaleReason?, outcome: DeleteOutcome) throws in
             printer.add(e, reason: nil, outcome: outcome)
             if case .deleted(let partner) = outcome { try audit?.deleted(e, why: why, withPartner: partner, now: now) }
         }
+        let deleter =
+            try lock.map { lock throws(CtctlError) in Deleter(try Stager(dp, lock: lock), report: report) }
+            ?? Deleter(dryRun: dp, report: report)
         try EntryScan(dp, filter: ConntrackFilter()).run { e, _ in
             if matches(e) { try deleter.add(e, reason: nil) }
         }
@@ -131,6 +132,7 @@ public enum Operations {
             parts.append("\(d.deletedEntries) entr\(d.deletedEntries == 1 ? "y" : "ies") \(what)")
         }
         if d.changed > 0 { parts.append("\(d.changed) kept (re-created by the datapath since read)") }
+        if d.noLongerStale > 0 { parts.append("\(d.noLongerStale) kept (no longer stale)") }
         if d.gone > 0 { parts.append("\(d.gone) already gone") }
         console.err.line(parts.joined(separator: ", "))
         let acted = o.dryRun ? d.wouldDelete : d.deletedEntries
@@ -176,7 +178,8 @@ public enum Operations {
                         .object([
                             ("service", .string(s.ref.description)), ("vip", .string(s.ref.vip.address.description)),
                             ("port", .uint(UInt64(s.ref.vip.port))), ("proto", .string(s.ref.proto.description)),
-                            ("id", .uint(UInt64(s.id))),
+                            ("id", .uint(UInt64(s.id))), ("backend_count", .uint(UInt64(s.backendCount))),
+                            ("over_limit", .bool(s.overLimit)),
                             (
                                 "backends",
                                 .array(
@@ -201,12 +204,18 @@ public enum Operations {
         var t = TextTable(["SERVICE", "ID", "BACKENDS"])
         for s in services {
             let list = s.backends.enumerated().map { i, b in b?.description ?? "MISSING(ordinal \(i))" }
-            t.add([s.ref.description, String(s.id), list.isEmpty ? "none (packets are dropped)" : list.joined(separator: ", ")])
+            let backends =
+                s.overLimit
+                ? "OVER LIMIT: \(s.backendCount) backends, at most \(CTCTL_MAX_BACKENDS) (packets are dropped; its flows are never judged)"
+                : list.isEmpty ? "none (packets are dropped)" : list.joined(separator: ", ")
+            t.add([s.ref.description, String(s.id), backends])
         }
         console.out.write(t.render())
         let missing = services.reduce(0) { $0 + $1.missingOrdinals.count }
+        let over = services.filter(\.overLimit).count
         console.err.line(
             "\(services.count) service\(services.count == 1 ? "" : "s")"
-                + (missing > 0 ? ", \(missing) backend\(missing == 1 ? "" : "s") MISSING from the backend map" : ""))
+                + (missing > 0 ? ", \(missing) backend\(missing == 1 ? "" : "s") MISSING from the backend map" : "")
+                + (over > 0 ? ", \(over) OVER the limit of \(CTCTL_MAX_BACKENDS) backends" : ""))
     }
 }

@@ -1,7 +1,7 @@
 import CLibBPF
 
-/// Copies of up to one stage of entries, kept across a kernel round trip (a partner
-/// probe or a delete), so they can still be printed afterwards.
+/// Copies of up to one stage of entries, kept across a kernel round trip (a delete), so
+/// they can still be printed afterwards.
 final class EntryBuffer {
     let capacity: Int
     let keys: UnsafeMutablePointer<ctctl_ct_key>
@@ -32,11 +32,6 @@ final class EntryBuffer {
 
     func view(_ i: Int) -> EntryView { EntryView(keys + i, values + i) }
 
-    func stage(into stager: Stager) {
-        stager.reset()
-        for i in 0..<count { stager.add(view(i)) }
-    }
-
     func clear() { count = 0 }
 }
 
@@ -47,25 +42,47 @@ public struct ScanTotals: Sendable {
     public var byReason: [StaleReason: Int] = [:]
 }
 
+/// Looks up the partner of a NAT half by its key and checks it with the datapath's own
+/// rule (ctctl_is_partner): the other type, the same created time, pointing back. Reads
+/// only: it works on read-only map fds and a read-only bpffs.
+struct PartnerLookup {
+    let map: BPFMap
+    let value = UnsafeMutablePointer<ctctl_ct_value>.allocate(capacity: 1)
+
+    init(_ map: BPFMap) { self.map = map }
+
+    /// Is the partner of `e` present and intact? Its value is in `value` afterwards.
+    func check(_ e: EntryView) throws(CtctlError) -> Bool {
+        guard e.isNAT else { return false }
+        let found: Bool
+        do throws(Errno) { found = try map.lookup(UnsafeRawPointer(e.partnerKey), into: value) } catch {
+            throw CtctlError.from(error, doing: "reading", path: map.path)
+        }
+        return found && ctctl_is_partner(value, e.key, e.typeRaw, e.createdNs) != 0
+    }
+
+    func deallocate() { value.deallocate() }
+}
+
 /// Streams the conntrack map once: filters every entry, and, with a judge, keeps only
-/// the stale ones and names why. Memory stays fixed whatever the map size: one map batch,
-/// one stage, and the pair ledger.
+/// the stale ones and names why. Memory stays fixed whatever the map size: one map batch
+/// and the pair ledger. Reads only, so it runs on read-only fds.
 ///
 /// Partners: the halves of intact pairs cancel out in the PairLedger as the scan goes, so
-/// a half pair costs a kernel check only once the ledger names it. Idle NAT halves are
-/// checked in the kernel (prog_stage, probe) as they come, because a pair is expired only
-/// when its partner is idle too. Without a ledger (`get --explain`, or after the ledger
-/// overflowed) every NAT half that needs it is checked in the kernel.
+/// a half pair costs a partner lookup only once the ledger names it. Idle NAT halves have
+/// their partner looked up as they come, because a pair is expired only when its partner
+/// is not live by its own state (ctctl_expired_entry). Without a ledger (`get --explain`,
+/// or after the ledger overflowed) every NAT half that needs it is looked up.
 public final class EntryScan {
     let dp: Dataplane
     let filter: ConntrackFilter
     let judge: StaleJudge?
-    let stager: Stager?
-    let pending = EntryBuffer()
+    let partners: PartnerLookup
     var ledger: PairLedger?
     /// The second pass after a ledger overflow: report half pairs only.
     var onlyHalfPairs = false
-    /// Checked between batches: true stops the scan there (heal on SIGINT/SIGTERM).
+    /// Checked after every batch and while resolving the ledger: true stops the scan there
+    /// (heal on SIGINT/SIGTERM).
     public var shouldStop: () -> Bool = { false }
     public private(set) var totals = ScanTotals()
     public private(set) var stopped = false
@@ -75,27 +92,29 @@ public final class EntryScan {
         self.dp = dp
         self.filter = filter
         judge = nil
-        stager = nil
+        partners = PartnerLookup(dp.ct)
     }
 
-    /// Stale entries only, judged by `judge`; the stager runs the partner checks.
-    /// `ledger: false` checks every partner in the kernel (a handful of entries).
-    public init(_ dp: Dataplane, filter: ConntrackFilter, judge: StaleJudge, stager: Stager, ledger: Bool = true) {
+    /// Stale entries only, judged by `judge`. `ledger: false` looks every partner up (a
+    /// handful of entries).
+    public init(_ dp: Dataplane, filter: ConntrackFilter, judge: StaleJudge, ledger: Bool = true) {
         self.dp = dp
         self.filter = filter
         self.judge = judge
-        self.stager = stager
+        partners = PartnerLookup(dp.ct)
         self.ledger = ledger ? PairLedger() : nil
     }
 
     /// Tests: a ledger of 3 x 2^bits cells.
-    init(_ dp: Dataplane, filter: ConntrackFilter, judge: StaleJudge, stager: Stager, ledgerBits: Int) {
+    init(_ dp: Dataplane, filter: ConntrackFilter, judge: StaleJudge, ledgerBits: Int) {
         self.dp = dp
         self.filter = filter
         self.judge = judge
-        self.stager = stager
+        partners = PartnerLookup(dp.ct)
         ledger = PairLedger(bits: ledgerBits)
     }
+
+    deinit { partners.deallocate() }
 
     public func run(_ emit: (EntryView, StaleReason?) throws -> Void) throws {
         try Conntrack.scan(dp) { keys, values, n in
@@ -111,7 +130,7 @@ public final class EntryScan {
             try checkPinned()
             return !stopped
         }
-        try finishProbes(emit)
+        if !stopped { try resolveLedger(emit) }
     }
 
     /// One matched entry: emitted as is (a plain listing), or judged.
@@ -127,44 +146,48 @@ public final class EntryScan {
         case .stale(let reason): if !onlyHalfPairs { try found(e, reason, emit) }
         case .nat(let idle, let old):
             if old, let ledger { ledger.add(e) }
-            if idle || (old && ledger == nil) {
-                pending.append(e, nil)
-                if pending.isFull { try probe(emit) }
-            }
+            if idle || (old && ledger == nil) { try resolvePartner(e, selfIdle: idle, old: old, emit) }
         }
-    }
-
-    func finishProbes(_ emit: (EntryView, StaleReason?) throws -> Void) throws {
-        guard judge != nil else { return }
-        try probe(emit)
-        if ledger != nil { try resolveLedger(emit) }
     }
 
     /// The halves the ledger says lost their partner: re-read each (it may have changed
-    /// since), and confirm with the kernel's partner check.
+    /// since), and check its partner again.
     private func resolveLedger(_ emit: (EntryView, StaleReason?) throws -> Void) throws {
         guard let decoded = ledger?.decode() else { return }
-        ledger = nil  // from here on, partner checks decide half pairs directly
+        ledger = nil  // from here on, partner lookups decide half pairs directly
         guard decoded.complete else {
             // more half pairs than the ledger can name: find them with a second pass
-            let second = EntryScan(dp, filter: filter, judge: judge!, stager: stager!, ledger: false)
+            let second = EntryScan(dp, filter: filter, judge: judge!, ledger: false)
             second.onlyHalfPairs = true
+            second.shouldStop = shouldStop
             try second.run { e, reason in try found(e, reason!, emit) }
+            stopped = second.stopped
             return
         }
-        for element in decoded.elements {
-            var key = element.presentKey
-            let value: ctctl_ct_value?
-            do throws(Errno) { value = try dp.ct.lookup(key, as: ctctl_ct_value.self) } catch {
+        let key = UnsafeMutablePointer<ctctl_ct_key>.allocate(capacity: 1)
+        let value = UnsafeMutablePointer<ctctl_ct_value>.allocate(capacity: 1)
+        defer {
+            key.deallocate()
+            value.deallocate()
+        }
+        for (i, element) in decoded.elements.enumerated() {
+            if i % 1024 == 1023 && shouldStop() {
+                stopped = true
+                return
+            }
+            key.pointee = element.presentKey
+            let present: Bool
+            do throws(Errno) { present = try dp.ct.lookup(UnsafeRawPointer(key), into: value) } catch {
                 throw CtctlError.from(error, doing: "reading", path: dp.ct.path)
             }
-            guard var v = value, v.created_ns == element.created, v.type == element.presentType else { continue }
-            let e = EntryView(&key, &v)
-            guard filter.matches(e) else { continue }
-            pending.append(e, nil)
-            if pending.isFull { try probe(emit) }
+            guard present, value.pointee.created_ns == element.created, value.pointee.type == element.presentType else {
+                continue
+            }
+            let e = EntryView(key, value)
+            // the scan judged its expiry already; here only whether its partner is still gone
+            guard filter.matches(e), case .nat(_, let old) = judge!.judge(e), old, try !partners.check(e) else { continue }
+            try found(e, .halfPair, emit)
         }
-        try probe(emit)
     }
 
     private func found(_ e: EntryView, _ reason: StaleReason, _ emit: (EntryView, StaleReason?) throws -> Void) throws {
@@ -173,32 +196,26 @@ public final class EntryScan {
         try emit(e, reason)
     }
 
-    /// Asks the kernel about each pending entry's partner: a half pair (partner gone or
-    /// no longer pointing back) past the grace period is stale; so is a pair whose two
-    /// halves are both idle.
-    private func probe(_ emit: (EntryView, StaleReason?) throws -> Void) throws {
-        guard let stager, let judge, pending.count > 0 else { return }
-        pending.stage(into: stager)
-        try stager.run(CTCTL_STAGE_OP_PROBE)
-        // Copy the results out first: emitting may hand entries to a Deleter, which
-        // reuses the same stage.
-        let results = (0..<pending.count).map { (stager.result($0), stager.partnerLastSeen($0)) }
-        stager.reset()
-        for (i, (r, partnerLastSeen)) in results.enumerated() {
-            let e = pending.view(i)
-            let timeout = judge.timeouts.timeout(proto: e.proto, flags: e.flags)
-            let idle = { (last: UInt64) in judge.now > last && judge.now - last > timeout }
-            let old = judge.now > e.createdNs && judge.now - e.createdNs > judge.graceNs
-            if r.stagePartnerOK {
-                if idle(e.lastSeenNs) && idle(partnerLastSeen) && !onlyHalfPairs { try found(e, .expired, emit) }
-            } else if old {
-                // with a ledger, the ledger names half pairs (and this one is in it)
-                if ledger == nil { try found(e, .halfPair, emit) }
-            } else if idle(e.lastSeenNs) && !onlyHalfPairs {
+    /// Looks a NAT half's partner up: a half pair (partner gone or no longer pointing
+    /// back) past the grace period is stale; so is a half that is expired by the
+    /// datapath's rule (idle, and its partner not live by its own state).
+    private func resolvePartner(
+        _ e: EntryView, selfIdle: Bool, old: Bool, _ emit: (EntryView, StaleReason?) throws -> Void
+    ) throws {
+        guard let judge else { return }
+        let ok = try partners.check(e)
+        if ok {
+            let pv = partners.value.pointee
+            let partnerIdle = judge.isIdle(proto: e.proto, flags: pv.flags, lastSeen: pv.last_seen_ns)
+            if judge.expired(e.typeRaw, selfIdle: selfIdle, partner: (true, partnerIdle)) && !onlyHalfPairs {
                 try found(e, .expired, emit)
             }
+        } else if old {
+            // with a ledger, the ledger names half pairs (and this one is in it)
+            if ledger == nil { try found(e, .halfPair, emit) }
+        } else if judge.expired(e.typeRaw, selfIdle: selfIdle, partner: nil) && !onlyHalfPairs {
+            try found(e, .expired, emit)
         }
-        pending.clear()
     }
 
     func checkPinned() throws {
@@ -224,22 +241,28 @@ public enum DeleteOutcome: Sendable, Equatable {
     /// The datapath re-created or converted it since it was read (another created time
     /// or type): left alone.
     case changed
+    /// The same entry, but the rule it was judged by no longer holds (a flow that came
+    /// back to life, a partner restored, a service that changed): left alone.
+    case noLongerStale
     /// Gone already (LRU eviction, expiry, or deleted with its partner earlier in this pass).
     case gone
 }
 
 /// Deletes entries in batches through the kernel's compare-and-delete: each entry only
-/// if it still has the identity (type, created time) it was read with, and its NAT
-/// partner with it if the partner still points back. With dryRun, the same batches run
-/// as a probe: nothing is deleted, and the report says what would go.
+/// if it still has the identity (type, created time) it was read with and the rule it was
+/// judged by still holds, and its NAT partner with it if the partner still points back.
+/// With dryRun nothing is written: the report says what would go, partners looked up as
+/// the kernel would.
 public final class Deleter {
-    let stager: Stager
-    let dryRun: Bool
+    let dp: Dataplane
+    let stager: Stager?
+    let partners: PartnerLookup
     let pending = EntryBuffer()
     let report: (EntryView, StaleReason?, DeleteOutcome) throws -> Void
     public private(set) var deletedEntries = 0
     public private(set) var deletedByReason: [StaleReason: Int] = [:]
     public private(set) var changed = 0
+    public private(set) var noLongerStale = 0
     public private(set) var gone = 0
     public private(set) var wouldDelete = 0
     public private(set) var wouldDeleteByReason: [StaleReason: Int] = [:]
@@ -248,11 +271,25 @@ public final class Deleter {
     /// collision could only hide a report line, never change what is deleted.
     private var handled = Set<UInt64>()
 
-    public init(_ stager: Stager, dryRun: Bool, report: @escaping (EntryView, StaleReason?, DeleteOutcome) throws -> Void) {
+    /// Deletes through `stager`.
+    public init(_ stager: Stager, report: @escaping (EntryView, StaleReason?, DeleteOutcome) throws -> Void) {
+        dp = stager.dp
         self.stager = stager
-        self.dryRun = dryRun
+        partners = PartnerLookup(stager.dp.ct)
         self.report = report
     }
+
+    /// A dry run: reads only.
+    public init(dryRun dp: Dataplane, report: @escaping (EntryView, StaleReason?, DeleteOutcome) throws -> Void) {
+        self.dp = dp
+        stager = nil
+        partners = PartnerLookup(dp.ct)
+        self.report = report
+    }
+
+    deinit { partners.deallocate() }
+
+    public var dryRun: Bool { stager == nil }
 
     public func add(_ e: EntryView, reason: StaleReason?) throws {
         pending.append(e, reason)
@@ -262,18 +299,26 @@ public final class Deleter {
     public func flush() throws {
         guard pending.count > 0 else { return }
         // Never delete from maps that were unpinned under us (dataplane unloaded).
-        try EntryScan.checkPinned(stager.dp, progress: "\(deletedEntries) entries deleted")
-        pending.stage(into: stager)
-        try stager.run(dryRun ? CTCTL_STAGE_OP_PROBE : CTCTL_STAGE_OP_DELETE)
-        let results = (0..<pending.count).map { stager.result($0) }
-        stager.reset()
+        try EntryScan.checkPinned(dp, progress: "\(deletedEntries) entries deleted")
+        var results: [UInt8] = []
+        if let stager {
+            stager.reset()
+            for i in 0..<pending.count { stager.add(pending.view(i), rule: pending.reasons[i]?.rule ?? CTCTL_RULE_REQUESTED) }
+            try stager.run()
+            results = (0..<pending.count).map { stager.result($0) }
+            stager.reset()
+        } else {
+            // what the kernel would find: the entry was just read; is its partner intact?
+            for i in 0..<pending.count {
+                results.append(try partners.check(pending.view(i)) ? UInt8(CTCTL_STAGE_R_PARTNER_OK) : 0)
+            }
+        }
         for (i, r) in results.enumerated() {
             let reason = pending.reasons[i]
             let e = pending.view(i)
             let outcome: DeleteOutcome
             if handled.contains(Deleter.hash(e.key)) { continue }  // went (or goes) with its partner
             if dryRun {
-                // the probe asks only about the partner: the entry itself was just read
                 outcome = .wouldDelete(partner: r.stagePartnerOK)
                 let n = r.stagePartnerOK ? 2 : 1
                 wouldDelete += n
@@ -284,6 +329,9 @@ public final class Deleter {
             } else if r & UInt8(CTCTL_STAGE_R_CHANGED) != 0 {
                 outcome = .changed
                 changed += 1
+            } else if r.stageRuleFailed {
+                outcome = .noLongerStale
+                noLongerStale += 1
             } else {
                 let n = (r.stageDeleted ? 1 : 0) + (r.stagePartnerDeleted ? 1 : 0)
                 deletedEntries += n
@@ -295,7 +343,7 @@ public final class Deleter {
             case .deleted(let partner), .wouldDelete(let partner):
                 handled.insert(Deleter.hash(e.key))
                 if partner { handled.insert(Deleter.hash(e.partnerKey)) }
-            case .changed, .gone: break
+            case .changed, .noLongerStale, .gone: break
             }
             try report(e, reason, outcome)
         }

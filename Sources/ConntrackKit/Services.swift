@@ -5,17 +5,26 @@ import Glibc
 public struct Service: Sendable {
     public let ref: ServiceRef
     public let id: UInt32
-    /// Ordinal order; nil where the frontend names an ordinal the backend map lacks.
+    /// Ordinal order; nil where the frontend names an ordinal the backend map lacks. At
+    /// most CTCTL_MAX_BACKENDS: a frontend that names more is `overLimit`.
     public let backends: [Endpoint?]
+    /// The frontend's backend count, as written (another writer may exceed the limit).
+    public let backendCount: UInt32
 
-    public init(ref: ServiceRef, id: UInt32, backends: [Endpoint?]) {
+    public init(ref: ServiceRef, id: UInt32, backends: [Endpoint?], backendCount: UInt32? = nil) {
         self.ref = ref
         self.id = id
         self.backends = backends
+        self.backendCount = backendCount ?? UInt32(backends.count)
     }
 
     public var missingOrdinals: [Int] { backends.indices.filter { backends[$0] == nil } }
     public var liveBackends: [Endpoint] { backends.compactMap { $0 } }
+    /// More backends than the datapath serves (CTCTL_MAX_BACKENDS): it drops the service's
+    /// packets, and ctctl never judges its flows.
+    public var overLimit: Bool { ctctl_frontend_over_limit(backendCount) != 0 }
+    /// Would the datapath translate a new flow to it (ctctl_frontend_active)?
+    public var translates: Bool { ctctl_frontend_active(backendCount) != 0 }
 }
 
 /// The control plane of the reference dataplane: what `ctctl service` does, and what
@@ -124,7 +133,7 @@ public enum Services {
         } catch {
             throw CtctlError.from(error, doing: "reading", path: dp.natBackend.path)
         }
-        return Service(ref: ref, id: fe.svc_id, backends: backends)
+        return Service(ref: ref, id: fe.svc_id, backends: backends, backendCount: fe.backend_count)
     }
 
     /// Every service, sorted by VIP text.

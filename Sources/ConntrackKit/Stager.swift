@@ -3,9 +3,9 @@ import Glibc
 
 /// Runs ctctl's compare-and-delete program (prog_stage) over keys staged in the `stage`
 /// map: up to CTCTL_STAGE_SLOTS entries a run, one BPF_PROG_TEST_RUN each. Every delete
-/// and every partner check ctctl makes goes through here. Requires the writers' lock:
-/// there is one stage per dataplane. It opens the stage map read-write itself, so a
-/// read-only Dataplane will do (`list --stale` writes nothing else).
+/// ctctl makes goes through here: the kernel re-checks each entry's identity and the rule
+/// it was judged by right before it deletes. Requires the writers' lock: there is one
+/// stage per dataplane.
 public final class Stager {
     public static let capacity = Int(CTCTL_STAGE_SLOTS)
 
@@ -48,32 +48,29 @@ public final class Stager {
 
     public var isFull: Bool { count == Stager.capacity }
 
-    /// Stages an entry with the identity the caller saw. The stager must not be full.
+    /// Stages an entry with the identity the caller saw and the rule it judged the entry
+    /// by (CTCTL_RULE_REQUESTED: the user asked). The stager must not be full.
     @inline(__always)
-    public func add(_ e: EntryView) {
+    public func add(_ e: EntryView, rule: ctctl_rule) {
         precondition(count < Stager.capacity)
         let s = slots + count
         s.pointee.key = e.key.pointee
-        s.pointee.partner = e.partnerKey.pointee
         s.pointee.created_ns = e.createdNs
         s.pointee.type = e.typeRaw
+        s.pointee.rule = UInt8(rule.rawValue)
         s.pointee.result = 0
-        s.pointee.partner_last_seen_ns = 0
         count += 1
     }
 
     /// The result bits of slot i after run().
     public func result(_ i: Int) -> UInt8 { slots[i].result }
 
-    /// After a probe: the partner's last-seen time, if the partner is OK.
-    public func partnerLastSeen(_ i: Int) -> UInt64 { slots[i].partner_last_seen_ns }
-
     /// Runs the program over the staged slots; returns how many entries it deleted
     /// (partners included). Slots stay readable until reset().
     @discardableResult
-    public func run(_ op: ctctl_stage_op) throws(CtctlError) -> Int {
+    public func run() throws(CtctlError) -> Int {
         guard count > 0 else { return 0 }
-        var ctx = ctctl_stage_ctx(op: op.rawValue, count: UInt32(count), done: 0, deleted: 0)
+        var ctx = ctctl_stage_ctx(op: CTCTL_STAGE_OP_DELETE.rawValue, count: UInt32(count), done: 0, deleted: 0)
         var retval: UInt32 = 0
         var duration: UInt32 = 0
         // A SYSCALL program takes ctx_in only: no data, no repeat (EINVAL otherwise).
@@ -100,4 +97,5 @@ extension UInt8 {
     var stageDeleted: Bool { self & UInt8(CTCTL_STAGE_R_DELETED) != 0 }
     var stagePartnerOK: Bool { self & UInt8(CTCTL_STAGE_R_PARTNER_OK) != 0 }
     var stagePartnerDeleted: Bool { self & UInt8(CTCTL_STAGE_R_PARTNER_DELETED) != 0 }
+    var stageRuleFailed: Bool { self & UInt8(CTCTL_STAGE_R_RULE_FAILED) != 0 }
 }

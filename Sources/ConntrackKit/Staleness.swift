@@ -10,6 +10,16 @@ public enum StaleReason: String, Sendable, CaseIterable {
     case halfPair = "half-pair"
     /// Idle longer than the dataplane's timeout for its protocol.
     case expired
+
+    /// The rule prog_stage re-checks in the kernel before it deletes an entry for this reason.
+    var rule: ctctl_rule {
+        switch self {
+        case .missedNAT: return CTCTL_RULE_MISSED_NAT
+        case .orphanNAT: return CTCTL_RULE_ORPHAN_NAT
+        case .halfPair: return CTCTL_RULE_HALF_PAIR
+        case .expired: return CTCTL_RULE_EXPIRED
+        }
+    }
 }
 
 /// A set of keys of `width` 64-bit words, stored exactly, with open addressing and a cheap
@@ -76,9 +86,11 @@ struct WordSet: Sendable {
 /// One consistent snapshot of the NAT maps, judged by addresses, never by service ids
 /// (ids change when a service is recreated).
 public struct ServiceView: Sendable {
-    /// Every frontend; the frontends with at least one backend; (frontend, backend) pairs.
+    /// Every frontend; the frontends that translate; those over the backend limit (never
+    /// judged); (frontend, backend) pairs of the frontends that translate.
     private let all: WordSet
     private let withBackends: WordSet
+    private let overLimit: WordSet
     private let members: WordSet
     public let epoch: UInt32
     public let serviceCount: Int
@@ -94,12 +106,17 @@ public struct ServiceView: Sendable {
             width: 3, keys: services.map { ServiceView.front($0.ref.vip.address, $0.ref.vip.port, $0.ref.proto.number) })
         withBackends = WordSet(
             width: 3,
-            keys: services.filter { !$0.liveBackends.isEmpty }.map {
+            keys: services.filter { $0.translates && !$0.liveBackends.isEmpty }.map {
+                ServiceView.front($0.ref.vip.address, $0.ref.vip.port, $0.ref.proto.number)
+            })
+        overLimit = WordSet(
+            width: 3,
+            keys: services.filter(\.overLimit).map {
                 ServiceView.front($0.ref.vip.address, $0.ref.vip.port, $0.ref.proto.number)
             })
         members = WordSet(
             width: 6,
-            keys: services.flatMap { s in
+            keys: services.filter { !$0.overLimit }.flatMap { s in
                 s.liveBackends.map {
                     ServiceView.front(s.ref.vip.address, s.ref.vip.port, s.ref.proto.number) + [
                         $0.address.hi, $0.address.lo, UInt64($0.port),
@@ -136,6 +153,14 @@ public struct ServiceView: Sendable {
         return withUnsafePointer(to: &k) { all.contains(UnsafeRawPointer($0).assumingMemoryBound(to: UInt64.self)) }
     }
 
+    /// Does service a:port/proto have more backends than the datapath serves? Its flows
+    /// are never judged.
+    @inline(__always)
+    public func isOverLimit(_ a: IPAddress, _ port: UInt16, _ proto: UInt8) -> Bool {
+        var k = (a.hi, a.lo, UInt64(port) | UInt64(proto) << 16 | UInt64(a.family.rawValue) << 24)
+        return withUnsafePointer(to: &k) { overLimit.contains(UnsafeRawPointer($0).assumingMemoryBound(to: UInt64.self)) }
+    }
+
     /// Is b:bport one of the backends of service a:port/proto?
     @inline(__always)
     public func isBackend(_ b: IPAddress, _ bport: UInt16, of a: IPAddress, _ port: UInt16, _ proto: UInt8) -> Bool {
@@ -164,7 +189,8 @@ public struct StaleJudge: Sendable {
         case fresh
         case stale(StaleReason)
         /// A NAT half whose verdict depends on its partner: `old` (past the grace period:
-        /// stale if the partner is missing) and/or `idle` (stale if the partner is idle too).
+        /// stale if the partner is missing) and/or `idle` (idle past its own timeout:
+        /// expired unless its partner is live, ctctl_expired_entry).
         case nat(idle: Bool, old: Bool)
     }
 
@@ -176,17 +202,34 @@ public struct StaleJudge: Sendable {
         } else {
             let svcAddr = e.serviceAddress
             let svcPort = e.servicePort
-            if !view.isBackend(e.backendAddress, e.backendPort, of: svcAddr, svcPort, e.serviceProto) {
+            let svcProto = e.serviceProto
+            if !view.isBackend(e.backendAddress, e.backendPort, of: svcAddr, svcPort, svcProto)
+                && !view.isOverLimit(svcAddr, svcPort, svcProto)
+            {
                 return .stale(.orphanNAT)
             }
         }
-        let last = e.lastSeenNs
-        let idle = now > last && now - last > timeouts.timeout(proto: proto, flags: e.flags)
-        if !e.isNAT { return idle ? .stale(.expired) : .fresh }
-        // A NAT half: expired only if its partner is idle too (one flow), half-pair only if
-        // its partner is gone past the grace period. Both depend on the partner.
+        let idle = isIdle(proto: proto, flags: e.flags, lastSeen: e.lastSeenNs)
+        if !e.isNAT { return expired(e.typeRaw, selfIdle: idle, partner: nil) ? .stale(.expired) : .fresh }
+        // A NAT half: expired only if its partner is not live by its own state (one flow),
+        // half-pair only if its partner is gone past the grace period. Both depend on the
+        // partner.
         let created = e.createdNs
         let old = now > created && now - created > graceNs
         return idle || old ? .nat(idle: idle, old: old) : .fresh
+    }
+
+    /// Idle past its own timeout (the datapath's ctctl_idle_past and ctctl_timeout_index).
+    @inline(__always)
+    func isIdle(proto: UInt8, flags: UInt32, lastSeen: UInt64) -> Bool {
+        timeouts.idle(proto: proto, flags: flags, lastSeen: lastSeen, now: now)
+    }
+
+    /// ctctl_expired_entry: the datapath's own rule. `partner`: whether the partner is
+    /// intact and whether it is idle by its own state; nil if it is missing.
+    @inline(__always)
+    func expired(_ type: UInt8, selfIdle: Bool, partner: (ok: Bool, idle: Bool)?) -> Bool {
+        let ok = partner?.ok ?? false
+        return ctctl_expired_entry(selfIdle ? 1 : 0, type, ok ? 1 : 0, ok && partner!.idle ? 1 : 0) != 0
     }
 }

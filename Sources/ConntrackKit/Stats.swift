@@ -15,7 +15,7 @@ public struct ConntrackStats: Sendable {
     public var missingBackends = 0
     public var epoch: UInt32 = 0
     public var serviceEpoch = true
-    public var counters: [UInt64] = []
+    public var counters: [DatapathCounter] = []
 
     public var occupancy: Double { maxEntries == 0 ? 0 : Double(entries) / Double(maxEntries) }
     public var nearFull: Bool { occupancy > Occupancy.warnFraction }
@@ -68,7 +68,7 @@ public struct ConntrackStats: Sendable {
         out += missingBackends > 0 ? ", \(missingBackends) MISSING from the backend map\n" : "\n"
         out += "Service epoch: \(epoch) (re-check \(serviceEpoch ? "on" : "off"))\n"
         var t = TextTable(["COUNTER", "VALUE"])
-        for (name, v) in zip(CounterNames.all, counters) { t.add([name, String(v)]) }
+        for c in counters { t.add([c.name, String(c.value)]) }
         return out + "Datapath counters:\n" + t.render(indent: "  ")
     }
 
@@ -92,7 +92,7 @@ public struct ConntrackStats: Sendable {
             ("frontends", .uint(UInt64(frontends))), ("backends", .uint(UInt64(backends))),
             ("missing_backends", .uint(UInt64(missingBackends))),
             ("service_epoch", .uint(UInt64(epoch))), ("service_epoch_check", .bool(serviceEpoch)),
-            ("counters", .object(zip(CounterNames.all, counters).map { ($0, .uint($1)) })),
+            ("counters", .object(counters.map { ($0.name, .uint($0.value)) })),
         ])
     }
 }

@@ -16,7 +16,7 @@ public struct DataplaneStatus: Sendable {
     public let timeouts: Timeouts
     public let maps: [MapRow]
     public let attachments: [Attachment]
-    public let counters: [UInt64]
+    public let counters: [DatapathCounter]
 
     public static func gather(_ dp: Dataplane) throws(CtctlError) -> DataplaneStatus {
         let rows: [MapRow] = try [
@@ -82,9 +82,7 @@ public struct DataplaneStatus: Sendable {
         }
         s += "\nCounters:\n"
         var c = TextTable(["COUNTER", "VALUE"])
-        for (i, name) in CounterNames.all.enumerated() where i < counters.count {
-            c.add([name, String(counters[i])])
-        }
+        for x in counters { c.add([x.name, String(x.value)]) }
         s += c.render(indent: "  ")
         return s
     }
@@ -120,7 +118,7 @@ public struct DataplaneStatus: Sendable {
                         ])
                     })
             ),
-            ("counters", .object(zip(CounterNames.all, counters).map { ($0, .uint($1)) })),
+            ("counters", .object(counters.map { ($0.name, .uint($0.value)) })),
         ])
     }
 }

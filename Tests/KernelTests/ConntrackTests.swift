@@ -270,7 +270,7 @@ struct ConntrackTests {
 
             var outcomes: [DeleteOutcome] = []
             let stager = try Stager(t.dp, lock: t.lock())
-            let d = Deleter(stager, dryRun: false) { _, _, o in outcomes.append(o) }
+            let d = Deleter(stager) { _, _, o in outcomes.append(o) }
             for i in 0..<3 { try d.add(EntryView(buf + i, vals + i), reason: nil) }
             try d.flush()
             #expect(outcomes == [.changed, .deleted(partner: true), .gone])

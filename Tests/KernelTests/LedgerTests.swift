@@ -3,7 +3,7 @@ import Testing
 
 @testable import ConntrackKit
 
-@Suite("stale judging: the pair ledger agrees with a kernel check of every partner")
+@Suite("stale judging: the pair ledger agrees with a lookup of every partner")
 struct LedgerTests {
     @Test("ledger, direct partner checks, and an overflowed ledger give the same verdicts on a realistic fill")
     func equivalence() throws {
@@ -15,17 +15,16 @@ struct LedgerTests {
             try fill.createServices(t.dp, lock: t.lock())
             let counts = try fill.write(t.dp, now: Timestamp.monotonicNow())
             let now = Timestamp.monotonicNow()
-            func verdicts(_ make: (StaleJudge, Stager) -> EntryScan) throws -> [String: String] {
-                let lock = try t.lock()
+            func verdicts(_ make: (StaleJudge) -> EntryScan) throws -> [String: String] {
                 let judge = StaleJudge(view: try ServiceView.read(t.dp), timeouts: t.dp.timeouts, now: now)
-                let scan = make(judge, try Stager(t.dp, lock: lock))
+                let scan = make(judge)
                 var out: [String: String] = [:]
                 try scan.run { e, r in out[FlowKey(e.key.pointee).description] = r!.rawValue }
                 return out
             }
-            let ledger = try verdicts { EntryScan(t.dp, filter: ConntrackFilter(), judge: $0, stager: $1) }
-            let direct = try verdicts { EntryScan(t.dp, filter: ConntrackFilter(), judge: $0, stager: $1, ledger: false) }
-            let overflowed = try verdicts { EntryScan(t.dp, filter: ConntrackFilter(), judge: $0, stager: $1, ledgerBits: 8) }
+            let ledger = try verdicts { EntryScan(t.dp, filter: ConntrackFilter(), judge: $0) }
+            let direct = try verdicts { EntryScan(t.dp, filter: ConntrackFilter(), judge: $0, ledger: false) }
+            let overflowed = try verdicts { EntryScan(t.dp, filter: ConntrackFilter(), judge: $0, ledgerBits: 8) }
             #expect(ledger.count == counts.stale)
             #expect(ledger == direct)
             #expect(overflowed == direct)

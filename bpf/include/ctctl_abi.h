@@ -17,7 +17,7 @@
 
 #include <linux/types.h>
 
-#define CTCTL_ABI_VERSION 1u
+#define CTCTL_ABI_VERSION 2u
 #define CTCTL_MAGIC 0x6374636cu /* "ctcl" */
 
 /* Address families as stored in keys (not AF_*: those differ per OS). */
@@ -168,8 +168,16 @@ _Static_assert(sizeof(struct ctctl_config) == 48, "ctctl_config is 48 bytes");
 /* Dataplane state "state": the object's .data (one global, mmap-able).     */
 /* ------------------------------------------------------------------------ */
 
+/* The service epoch is a sequence counter: every frontend or backend write
+ * adds 1 before it starts (odd: a write is in progress) and 1 when it is done
+ * (even: stable), atomically. A reader that does not hold the writers' lock
+ * reads the epoch, the NAT maps, and the epoch again, and keeps the view only
+ * if both reads are the same even number. The datapath stores the epoch it
+ * read before its frontend lookup in every entry it creates and re-checks an
+ * entry whose epoch differs (an entry made during a write is re-checked
+ * after it). */
 struct ctctl_state {
-	__u32 epoch;	   /* service epoch; ctctl adds 1 atomically after every frontend write */
+	__u32 epoch;	   /* service epoch (sequence counter, see above); starts at 2 */
 	__u32 next_svc_id; /* next service id to hand out (ctctl, under the writers' lock) */
 	__u64 loaded_at;   /* CLOCK_REALTIME seconds when loaded (ctctl) */
 };
@@ -179,30 +187,52 @@ _Static_assert(sizeof(struct ctctl_state) == 16, "ctctl_state is 16 bytes");
 /* Datapath counters "counters": BPF_MAP_TYPE_PERCPU_ARRAY, one entry.       */
 /* ------------------------------------------------------------------------ */
 
+/* Every counter: its enum name, its name in ctctl's output, what it counts.
+ * ctctl's tables (stats, status, metrics, docs/maps.md) are generated from this
+ * one list. Append only: a counter's slot is its position. */
+#define CTCTL_COUNTERS(X)                                                                          \
+	X(PACKETS, "packets", "IP packets parsed (UDP, TCP, ICMP errors)")                         \
+	X(CT_HIT, "ct_hit", "conntrack hits (either direction)")                                   \
+	X(CT_MISS, "ct_miss", "conntrack misses")                                                  \
+	X(NAT_PAIR_CREATED, "nat_pair_created", "NAT forward+reverse pairs written on a miss")     \
+	X(NORMAL_CREATED, "normal_created", "normal entries written on a miss")                    \
+	X(EPOCH_RECHECK, "epoch_recheck", "hits whose entry epoch differed from the global one")   \
+	X(FLOW_CONVERTED, "flow_converted",                                                        \
+	  "normal entries turned into NAT flows by the re-check")                                  \
+	X(FLOW_REBALANCED, "flow_rebalanced", "NAT flows moved to a live backend by the re-check") \
+	X(FLOW_UNNATED, "flow_unnated", "NAT flows turned normal because their service is gone")   \
+	X(EXPIRED_HIT, "expired_hit", "hits on idle-expired entries, treated as misses")           \
+	X(REPLY_HIT, "reply_hit", "replies matched through a normal entry's reversed tuple")       \
+	X(PASS_NOT_IP, "pass_not_ip", "passed untouched: not IPv4/IPv6")                           \
+	X(PASS_NOT_TCP_UDP, "pass_not_tcp_udp", "passed untouched: another L4 protocol")           \
+	X(PASS_FRAGMENT, "pass_fragment", "passed untouched: IPv4 fragment")                       \
+	X(PASS_IP_OPTIONS, "pass_ip_options", "passed untouched: IPv4 header with options")        \
+	X(PASS_IPV6_EXT, "pass_ipv6_ext", "passed untouched: IPv6 extension header")               \
+	X(DROP_MALFORMED, "drop_malformed", "dropped: truncated or inconsistent headers")          \
+	X(DROP_NO_BACKEND, "drop_no_backend", "dropped: the service has zero backends")            \
+	X(DROP_BACKEND_MISSING, "drop_backend_missing",                                            \
+	  "dropped: the frontend names a backend ordinal that is missing")                         \
+	X(DROP_CT_WRITE, "drop_ct_write", "dropped: a NAT conntrack write failed")                 \
+	X(DROP_REWRITE, "drop_rewrite", "dropped: a packet rewrite helper failed")                 \
+	X(DROP_TOO_MANY_BACKENDS, "drop_too_many_backends",                                        \
+	  "dropped: the frontend has more than CTCTL_MAX_BACKENDS backends")                       \
+	X(PAIR_RACE_LOST, "pair_race_lost",                                                        \
+	  "another CPU created the same NAT flow first: its pair was used")                        \
+	X(REVERSE_RESTORED, "reverse_restored",                                                    \
+	  "missing reverse halves restored on a forward hit")                                      \
+	X(REVERSE_CONFLICT, "reverse_conflict",                                                    \
+	  "a forward hit found its reverse key held by another NAT pair: left alone")              \
+	X(ICMP_ERROR_TRANSLATED, "icmp_error_translated", "ICMP errors of NAT flows translated")   \
+	X(PASS_ICMP_UNTRACKED, "pass_icmp_untracked",                                              \
+	  "passed untouched: an ICMP error about a flow that is not NAT-ed")                       \
+	X(PASS_ICMP_MALFORMED, "pass_icmp_malformed",                                              \
+	  "passed untouched: an ICMP error with a truncated or malformed inner packet")
+
 enum ctctl_counter {
-	CTCTL_CNT_PACKETS = 0,	    /* IP packets parsed (UDP/TCP) */
-	CTCTL_CNT_CT_HIT,	    /* conntrack hits (either direction) */
-	CTCTL_CNT_CT_MISS,	    /* conntrack misses */
-	CTCTL_CNT_NAT_PAIR_CREATED, /* NAT forward+reverse pairs written on a miss */
-	CTCTL_CNT_NORMAL_CREATED,   /* normal entries written on a miss */
-	CTCTL_CNT_EPOCH_RECHECK,    /* hits whose entry epoch differed from the global one */
-	CTCTL_CNT_FLOW_CONVERTED,   /* normal entries turned into NAT flows by the re-check */
-	CTCTL_CNT_FLOW_REBALANCED,  /* NAT flows moved to a live backend by the re-check */
-	CTCTL_CNT_FLOW_UNNATED,	    /* NAT flows turned normal because their service is gone */
-	CTCTL_CNT_EXPIRED_HIT,	    /* hits on idle-expired entries, treated as misses */
-	CTCTL_CNT_REPLY_HIT,	    /* replies matched through a normal entry's reversed tuple */
-	CTCTL_CNT_PASS_NOT_IP,	    /* passed untouched: not IPv4/IPv6 */
-	CTCTL_CNT_PASS_NOT_TCP_UDP, /* passed untouched: other L4 protocol */
-	CTCTL_CNT_PASS_FRAGMENT,    /* passed untouched: IPv4 fragment */
-	CTCTL_CNT_PASS_IP_OPTIONS,  /* passed untouched: IPv4 header with options */
-	CTCTL_CNT_PASS_IPV6_EXT,    /* passed untouched: IPv6 extension header */
-	CTCTL_CNT_DROP_MALFORMED,   /* dropped: truncated or inconsistent headers */
-	CTCTL_CNT_DROP_NO_BACKEND,  /* dropped: service has zero backends */
-	CTCTL_CNT_DROP_BACKEND_MISSING, /* dropped: frontend names a backend ordinal that is missing
-					 */
-	CTCTL_CNT_DROP_CT_WRITE,	/* dropped: a NAT conntrack write failed */
-	CTCTL_CNT_DROP_REWRITE,		/* dropped: a packet rewrite helper failed */
-	CTCTL_CNT_MAX,
+#define CTCTL_COUNTER_ENUM(id, name, help) CTCTL_CNT_##id,
+	CTCTL_COUNTERS(CTCTL_COUNTER_ENUM)
+#undef CTCTL_COUNTER_ENUM
+		CTCTL_CNT_MAX,
 };
 
 #define CTCTL_COUNTER_SLOTS 32
@@ -231,42 +261,59 @@ struct ctctl_attach_value {
 _Static_assert(sizeof(struct ctctl_attach_value) == 16, "ctctl_attach_value is 16 bytes");
 
 /* ------------------------------------------------------------------------ */
+/* Stale rules: why an entry may be deleted. ctctl names every delete with    */
+/* one, and prog_stage re-checks that it still holds, in the kernel, with the */
+/* datapath's own functions (bpf/include/ctctl_rules.h), right before it      */
+/* deletes. The order is the order a scan names them in.                      */
+/* ------------------------------------------------------------------------ */
+
+#define CTCTL_RULES(X)                                                                             \
+	X(REQUESTED, "requested")   /* asked for by the user: identity check only */               \
+	X(MISSED_NAT, "missed-nat") /* normal entry to a service with backends */                  \
+	X(ORPHAN_NAT, "orphan-nat") /* NAT entry whose backend is no longer in its service */      \
+	X(HALF_PAIR, "half-pair")   /* NAT entry whose partner is missing */                       \
+	X(EXPIRED, "expired")	    /* idle past its timeout, its partner too */
+
+enum ctctl_rule {
+#define CTCTL_RULE_ENUM(id, name) CTCTL_RULE_##id,
+	CTCTL_RULES(CTCTL_RULE_ENUM)
+#undef CTCTL_RULE_ENUM
+		CTCTL_RULE_MAX,
+};
+
+/* ------------------------------------------------------------------------ */
 /* Stage "stage": BPF_MAP_TYPE_ARRAY (mmap-able), CTCTL_STAGE_SLOTS slots.   */
-/* ctctl writes keys and the identity it saw, runs prog_stage once through   */
-/* BPF_PROG_TEST_RUN, and reads each slot's result. Users serialize on the   */
-/* writers' lock (flock on the pin directory).                               */
+/* ctctl writes keys, the identity it saw and the rule it judged by, runs    */
+/* prog_stage once through BPF_PROG_TEST_RUN, and reads each slot's result.  */
+/* Users serialize on the writers' lock (flock on the pin directory).        */
 /* ------------------------------------------------------------------------ */
 
 enum ctctl_stage_op {
-	/* Delete each entry if it still has the staged identity (type, created),
-	 * and its partner if the partner still points back at it with the same
-	 * created time. */
+	/* Delete each entry if it still has the staged identity (type, created)
+	 * and the staged rule still holds, and its partner if the partner still
+	 * points back at it with the same created time. */
 	CTCTL_STAGE_OP_DELETE = 1,
-	/* Report, for each staged NAT entry, whether the staged partner key holds
-	 * the other half of the pair: the other type, the same created time, and
-	 * pointing back at the staged key. One lookup an entry: the entry itself
-	 * was just read by the caller. Deletes nothing. */
-	CTCTL_STAGE_OP_PROBE = 2,
 };
 
 /* ctctl_stage_slot.result bits */
-#define CTCTL_STAGE_R_MATCH 0x01u	    /* delete: entry present with the staged identity */
-#define CTCTL_STAGE_R_GONE 0x02u	    /* delete: entry no longer present */
-#define CTCTL_STAGE_R_CHANGED 0x04u	    /* delete: present, but another identity: left alone */
-#define CTCTL_STAGE_R_DELETED 0x08u	    /* delete: entry deleted */
+#define CTCTL_STAGE_R_MATCH 0x01u	    /* entry present with the staged identity */
+#define CTCTL_STAGE_R_GONE 0x02u	    /* entry no longer present */
+#define CTCTL_STAGE_R_CHANGED 0x04u	    /* present, but another identity: left alone */
+#define CTCTL_STAGE_R_DELETED 0x08u	    /* entry deleted */
 #define CTCTL_STAGE_R_PARTNER_OK 0x10u	    /* partner present and points back (same created) */
-#define CTCTL_STAGE_R_PARTNER_DELETED 0x20u /* delete: partner deleted with it */
+#define CTCTL_STAGE_R_PARTNER_DELETED 0x20u /* partner deleted with it */
+#define CTCTL_STAGE_R_RULE_FAILED                                                                  \
+	0x40u /* same identity, but the rule no longer holds: left alone */
 
 struct ctctl_stage_slot {
-	struct ctctl_ct_key key;     /* in */
-	struct ctctl_ct_key partner; /* in (probe): the partner key the caller read */
-	__u64 created_ns;	     /* in: identity seen by the caller */
-	__u64 partner_last_seen_ns;  /* out (probe): the partner's last_seen_ns, if R_PARTNER_OK */
-	__u8 type;		     /* in: identity seen by the caller */
-	__u8 result;		     /* out: CTCTL_STAGE_R_* */
-	__u8 pad[6];
+	struct ctctl_ct_key key; /* in */
+	__u64 created_ns;	 /* in: identity seen by the caller */
+	__u8 type;		 /* in: identity seen by the caller */
+	__u8 rule;		 /* in: enum ctctl_rule the caller judged by */
+	__u8 result;		 /* out: CTCTL_STAGE_R_* */
+	__u8 pad[5];
 };
-_Static_assert(sizeof(struct ctctl_stage_slot) == 104, "ctctl_stage_slot is 104 bytes");
+_Static_assert(sizeof(struct ctctl_stage_slot) == 56, "ctctl_stage_slot is 56 bytes");
 
 /* Context of prog_stage (BPF_PROG_TEST_RUN ctx_in; copied back on return). */
 struct ctctl_stage_ctx {

@@ -3,16 +3,9 @@
 #ifndef CTCTL_LIB_CONNTRACK_H
 #define CTCTL_LIB_CONNTRACK_H
 
+#include "ctctl_rules.h"
 #include "maps.h"
 #include "parse.h"
-
-static __always_inline int ctctl_key_eq(const struct ctctl_ct_key *a, const struct ctctl_ct_key *b)
-{
-	const __u64 *x = (const __u64 *)a;
-	const __u64 *y = (const __u64 *)b;
-
-	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3] && x[4] == y[4];
-}
 
 static __always_inline void ctctl_key_reverse(const struct ctctl_ct_key *k, struct ctctl_ct_key *r)
 {
@@ -25,37 +18,36 @@ static __always_inline void ctctl_key_reverse(const struct ctctl_ct_key *k, stru
 	r->pad = 0;
 }
 
+/* The idle timeout of this entry, by its own protocol and flags (ctctl_rules.h). */
 static __always_inline __u64 ctctl_timeout_ns(const struct ctctl_ct_value *v, __u8 proto)
 {
-	if (proto == IPPROTO_UDP)
-		return ctctl_config.timeout_ns[CTCTL_TIMEOUT_UDP];
-	if (proto == IPPROTO_TCP)
-		return (v->flags & (CTCTL_CT_F_FIN | CTCTL_CT_F_RST))
-			       ? ctctl_config.timeout_ns[CTCTL_TIMEOUT_TCP_CLOSING]
-			       : ctctl_config.timeout_ns[CTCTL_TIMEOUT_TCP];
-	return ctctl_config.timeout_ns[CTCTL_TIMEOUT_OTHER];
+	return ctctl_config
+		.timeout_ns[ctctl_timeout_index(proto, v->flags) & (CTCTL_TIMEOUT_MAX - 1)];
 }
 
-static __always_inline int ctctl_expired(const struct ctctl_ct_value *v, __u8 proto, __u64 now)
+static __always_inline int ctctl_idle(const struct ctctl_ct_value *v, __u8 proto, __u64 now)
 {
-	__u64 last = v->last_seen_ns;
-
-	/* another CPU may have stored a later time than our `now` */
-	return now > last && now - last > ctctl_timeout_ns(v, proto);
+	return ctctl_idle_past(v->last_seen_ns, now, ctctl_timeout_ns(v, proto));
 }
 
-/* A NAT pair is one flow: its halves are refreshed by different packets (the
- * forward half by the client, the reverse half by replies), so an idle half is
- * not expired while the other half of the same pair is fresh. Checked only on
- * the (rare) expired path. */
-static __always_inline int ctctl_partner_fresh(const struct ctctl_ct_key *key,
+/* Has the entry `v` under `key` expired (ctctl_expired_entry)? Each half of a
+ * NAT pair is judged by its own timeout; the partner is looked up only when
+ * this half is idle, which is rare on the packet path. The datapath treats a
+ * hit on an expired entry as a miss, and prog_stage re-checks `expired` with
+ * this same function before it deletes. */
+static __always_inline int ctctl_entry_expired(const struct ctctl_ct_key *key,
 					       const struct ctctl_ct_value *v, __u64 now)
 {
+	if (!ctctl_idle(v, key->proto, now))
+		return 0;
+	if (v->type == CTCTL_CT_NORMAL)
+		return 1;
 	struct ctctl_ct_key partner = v->partner;
 	struct ctctl_ct_value *pv = bpf_map_lookup_elem(&ct, &partner);
+	int partner_ok = ctctl_is_partner(pv, key, v->type, v->created_ns);
 
-	return pv && pv->created_ns == v->created_ns && ctctl_key_eq(&pv->partner, key) &&
-	       !ctctl_expired(pv, key->proto, now);
+	return ctctl_expired_entry(1, v->type, partner_ok,
+				   partner_ok && pv ? ctctl_idle(pv, key->proto, now) : 0);
 }
 
 /* Account a packet to an entry. Stats are atomic; last_seen is a plain store. */
@@ -71,14 +63,14 @@ static __always_inline void ctctl_touch(struct ctctl_ct_value *v, const struct c
 		__sync_fetch_and_or(&v->flags, want);
 }
 
-/* Delete the partner of a NAT entry, but only if it is still the other half of
- * the same pair (same created time, pointing back at `key`). */
+/* Delete the reverse half of the NAT forward entry `key`, but only if it is
+ * still the other half of the same pair (ctctl_is_partner). */
 static __always_inline void ctctl_delete_partner(const struct ctctl_ct_key *key, __u64 created,
 						 const struct ctctl_ct_key *partner)
 {
 	struct ctctl_ct_value *pv = bpf_map_lookup_elem(&ct, partner);
 
-	if (pv && pv->created_ns == created && ctctl_key_eq(&pv->partner, key))
+	if (ctctl_is_partner(pv, key, CTCTL_CT_NAT_FWD, created))
 		bpf_map_delete_elem(&ct, partner);
 }
 

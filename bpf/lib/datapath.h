@@ -41,6 +41,18 @@ static __always_inline int ctctl_new_nat_flow(struct __sk_buff *skb, const struc
 	return ctctl_dnat(skb, p, cnt, be->addr, be->port);
 }
 
+/* A frontend that does not translate (ctctl_frontend_active): zero backends,
+ * or more than the datapath's membership check covers. */
+static __always_inline int ctctl_drop_inactive(struct ctctl_counters *cnt,
+					       const struct ctctl_fe_value *fe)
+{
+	if (ctctl_frontend_over_limit(fe->backend_count))
+		cnt->c[CTCTL_CNT_DROP_TOO_MANY_BACKENDS]++;
+	else
+		cnt->c[CTCTL_CNT_DROP_NO_BACKEND]++;
+	return TC_ACT_SHOT;
+}
+
 static __always_inline int ctctl_miss(struct __sk_buff *skb, const struct ctctl_pkt *p,
 				      struct ctctl_counters *cnt, __u64 now)
 {
@@ -53,10 +65,8 @@ static __always_inline int ctctl_miss(struct __sk_buff *skb, const struct ctctl_
 
 	cnt->c[CTCTL_CNT_CT_MISS]++;
 	if (fe) {
-		if (fe->backend_count == 0) {
-			cnt->c[CTCTL_CNT_DROP_NO_BACKEND]++;
-			return TC_ACT_SHOT;
-		}
+		if (!ctctl_frontend_active(fe->backend_count))
+			return ctctl_drop_inactive(cnt, fe);
 		return ctctl_new_nat_flow(skb, p, cnt, fe, epoch, now, 0,
 					  CTCTL_CNT_NAT_PAIR_CREATED);
 	}
@@ -77,7 +87,9 @@ static __always_inline int ctctl_recheck_normal(struct __sk_buff *skb, const str
 		ctctl_fe_lookup(p->key.dst, p->key.dport, p->key.proto, p->key.family);
 
 	cnt->c[CTCTL_CNT_EPOCH_RECHECK]++;
-	if (fe && fe->backend_count > 0)
+	if (fe && ctctl_frontend_over_limit(fe->backend_count))
+		return ctctl_drop_inactive(cnt, fe);
+	if (fe && ctctl_frontend_active(fe->backend_count))
 		return ctctl_new_nat_flow(skb, p, cnt, fe, epoch, now, CTCTL_CT_F_CONVERTED,
 					  CTCTL_CNT_FLOW_CONVERTED);
 	WRITE_ONCE(v->epoch, epoch);
@@ -107,11 +119,9 @@ static __always_inline int ctctl_recheck_fwd(struct __sk_buff *skb, const struct
 		cnt->c[CTCTL_CNT_FLOW_UNNATED]++;
 		return TC_ACT_OK;
 	}
-	if (fe->backend_count == 0) {
-		/* left as is: re-checked again once the service has backends */
-		cnt->c[CTCTL_CNT_DROP_NO_BACKEND]++;
-		return TC_ACT_SHOT;
-	}
+	if (!ctctl_frontend_active(fe->backend_count))
+		/* left as is: re-checked again once the service translates */
+		return ctctl_drop_inactive(cnt, fe);
 	if (ctctl_backend_is_member(fe, v->nat_addr, v->nat_port, p->key.family)) {
 		WRITE_ONCE(v->epoch, epoch);
 		ctctl_touch(v, p, skb->len, now, 0);
@@ -145,8 +155,7 @@ static __always_inline int ctctl_handle(struct __sk_buff *skb)
 	struct ctctl_ct_value *v = bpf_map_lookup_elem(&ct, &p.key);
 
 	if (v) {
-		if (ctctl_expired(v, p.key.proto, now) &&
-		    !(v->type != CTCTL_CT_NORMAL && ctctl_partner_fresh(&p.key, v, now))) {
+		if (ctctl_entry_expired(&p.key, v, now)) {
 			cnt->c[CTCTL_CNT_EXPIRED_HIT]++;
 			if (v->type == CTCTL_CT_NAT_FWD) {
 				struct ctctl_ct_key partner = v->partner;
@@ -182,7 +191,7 @@ static __always_inline int ctctl_handle(struct __sk_buff *skb)
 
 	ctctl_key_reverse(&p.key, &rkey);
 	v = bpf_map_lookup_elem(&ct, &rkey);
-	if (v && v->type == CTCTL_CT_NORMAL && !ctctl_expired(v, p.key.proto, now)) {
+	if (v && v->type == CTCTL_CT_NORMAL && !ctctl_idle(v, p.key.proto, now)) {
 		cnt->c[CTCTL_CNT_CT_HIT]++;
 		cnt->c[CTCTL_CNT_REPLY_HIT]++;
 		ctctl_touch(v, &p, skb->len, now, CTCTL_CT_F_SEEN_REPLY);

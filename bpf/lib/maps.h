@@ -76,9 +76,10 @@ const volatile struct ctctl_config ctctl_config = {
 		},
 };
 
-/* Live state (.data, mmap-able): ctctl bumps the epoch with an atomic add. */
+/* Live state (.data, mmap-able): ctctl bumps the epoch with atomic adds (a
+ * sequence counter: even when no write is in progress). */
 struct ctctl_state ctctl_state = {
-	.epoch = 1,
+	.epoch = 2,
 	.next_svc_id = 1,
 };
 

@@ -2,8 +2,10 @@
  * CLibBPF: the C boundary between ctctl's Swift code and libbpf.
  *
  * Only what Swift cannot call directly lives here: libbpf calls that take
- * LIBBPF_OPTS structs (a macro), the variadic print callback, and atomics on
- * mmap-ed map memory. Everything else (bpf_map_lookup_elem, bpf_object__load,
+ * LIBBPF_OPTS structs (a macro), the variadic print callback, atomics on
+ * mmap-ed map memory, and the ABI's name tables (X-macros). The rules in
+ * ctctl_rules.h are static inline C that Swift calls as they are: the same
+ * code the datapath runs. Everything else (bpf_map_lookup_elem, bpf_object__load,
  * ...) Swift calls on libbpf itself.
  *
  * Contract: every int-returning function returns 0 (or an fd, where said) on
@@ -18,6 +20,7 @@
 #include <bpf/libbpf.h>
 
 #include "ctctl_abi.h"
+#include "ctctl_rules.h"
 
 #pragma clang assume_nonnull begin
 
@@ -67,6 +70,13 @@ int CLibBPF_is_bpffs(const char *path);
 
 /* setns(fd, CLONE_NEWNET) for the calling thread. Returns 0 or -errno. */
 int CLibBPF_setns_net(int fd);
+
+/* The ABI's name tables (ctctl_abi.h X-macros), so ctctl's output can never
+ * drift from the header: the name and help of counter `i`, the name of rule
+ * `i`; NULL past the end. */
+const char *_Nullable CLibBPF_counter_name(uint32_t i);
+const char *_Nullable CLibBPF_counter_help(uint32_t i);
+const char *_Nullable CLibBPF_rule_name(uint32_t i);
 
 /* Why shimmed: Swift has no prefetch. Inline, so it costs one instruction. */
 static inline void CLibBPF_prefetch_write(const void *ptr)

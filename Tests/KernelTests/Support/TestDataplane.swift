@@ -13,8 +13,9 @@ final class TestDataplane: @unchecked Sendable {
         "ctctl-test-\(getpid())-\(tag)-\(UInt32.random(in: 0..<UInt32.max))"
     }
 
-    init(_ tag: String, options: LoadOptions = LoadOptions()) throws {
-        pins = PinDirectory("/sys/fs/bpf/" + TestDataplane.uniqueName(tag))
+    /// `root`: a directory on bpffs to make the pin directory in.
+    init(_ tag: String, options: LoadOptions = LoadOptions(), root: String = "/sys/fs/bpf") throws {
+        pins = PinDirectory(root + "/" + TestDataplane.uniqueName(tag))
         try Loader.load(pins, options: options)
         dp = try Dataplane(pins, readOnly: false)
     }
@@ -46,8 +47,7 @@ final class TestDataplane: @unchecked Sendable {
     }
 
     func counter(_ name: String) throws -> UInt64 {
-        let i = try #require(CounterNames.all.firstIndex(of: name))
-        return try dp.counterTotals()[i]
+        try #require(try dp.counterTotals().first { $0.name == name }).value
     }
 
     func entries() throws -> [ConntrackEntry] { try Conntrack.all(dp) }

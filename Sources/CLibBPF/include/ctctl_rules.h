@@ -1,0 +1,1 @@
+../../../bpf/include/ctctl_rules.h

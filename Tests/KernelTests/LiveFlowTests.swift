@@ -1,0 +1,165 @@
+import CLibBPF
+import ConntrackKit
+import Foundation
+import NetLab
+import Testing
+
+/// Never delete a live flow: one regression test for each way a review found to break
+/// that promise, each reproduced on the real datapath.
+@Suite("never delete a live flow")
+struct LiveFlowTests {
+    static let client = Endpoint("198.18.1.3:50000")!
+    static let vip = Endpoint("198.19.0.20:80")!
+    static let backend = Endpoint("198.18.2.2:8080")!
+
+    @Test("a half-closed TCP connection is live while its open half is: neither listed nor healed")
+    func halfClosedTCP() throws {
+        var o = LoadOptions()
+        o.timeouts = try Timeouts(parsing: "tcp=1h,tcp-closing=3s")
+        try withDataplane("halfclosed", options: o) { t in
+            let (c, v, b) = (LiveFlowTests.client, LiveFlowTests.vip, LiveFlowTests.backend)
+            try t.setService("\(v)/tcp", ["\(b)"])
+            #expect(try t.run(Packets.tcp(c, v, flags: Packets.tcpSYN)).verdict == TCRun.ok)
+            #expect(try t.run(Packets.tcp(b, c, flags: Packets.tcpSYN | Packets.tcpACK)).verdict == TCRun.ok)
+            #expect(try t.run(Packets.tcp(c, v, flags: Packets.tcpFIN | Packets.tcpACK)).verdict == TCRun.ok)
+            #expect(try t.run(Packets.tcp(b, c, flags: Packets.tcpACK)).verdict == TCRun.ok)
+            // 4.5 s of quiet: the client's half is past its closing timeout, the server's is not
+            for (s, d) in [(c, v), (b, c)] {
+                try t.rewrite(.tcp, "\(s)", "\(d)") { $0.last_seen_ns -= 4_500_000_000 }
+            }
+            let list = ctctl(["conntrack", "list", "--stale", "--pin-dir", t.pins.path])
+            #expect(list.status == 0)
+            #expect(list.out.isEmpty, "a half-closed connection is not stale: \(list.out)")
+            let heal = ctctl(["heal", "--once", "--pin-dir", t.pins.path])
+            #expect(heal.status == 1, "nothing to heal: \(heal.err)")
+            #expect(try t.entries().count == 2)
+            // the server's next segment still leaves translated, from the VIP
+            let seg = try t.run(Packets.tcp(b, c, flags: Packets.tcpACK))
+            #expect(Packets.parse(seg.packet)?.src == v)
+        }
+    }
+
+    @Test("reading commands work on a read-only bpffs; writing ones say why they cannot")
+    func readOnlyBPFFS() throws {
+        // a bpffs of our own, made read-only once the dataplane is loaded and staged
+        let root = "/tmp/ctctl-robpf-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: false)
+        try sh(["mount", "-t", "bpf", "bpf", root])
+        defer {
+            _ = try? runCommand(["umount", root])
+            try? FileManager.default.removeItem(atPath: root)
+        }
+        let t = try TestDataplane("robpffs", options: StaleFixture.options, root: root)
+        try StaleFixture.stage(t)
+        try sh(["mount", "-o", "remount,ro", root])
+        defer {
+            _ = try? runCommand(["mount", "-o", "remount,rw", root])
+            t.cleanup()
+        }
+        for args in [
+            ["conntrack", "list", "--stale", "-o", "json"], ["conntrack", "list", "-o", "json"],
+            ["heal", "--once", "--dry-run", "-o", "json"],
+            ["conntrack", "remove", "udp", "198.19.0.10", "198.18.1.2", "--dry-run", "-o", "json"],
+        ] {
+            let r = ctctl(args + ["--pin-dir", t.pins.path])
+            #expect(r.status == 0, "\(args): \(r.err)")
+            #expect(!(try jsonArray(r.out)).isEmpty, "\(args)")
+        }
+        let stale = try jsonArray(ctctl(["conntrack", "list", "--stale", "-o", "json", "--pin-dir", t.pins.path]).out)
+        #expect(Set(stale.map(keyOf)) == StaleFixture.staleKeys)
+        for args in [
+            ["conntrack", "stats"], ["nat", "list"], ["dataplane", "status"],
+            ["conntrack", "get", "udp", "198.18.1.2:40000", "198.19.0.10:161", "--explain"],
+        ] {
+            let r = ctctl(args + ["--pin-dir", t.pins.path])
+            #expect(r.status == 0, "\(args): \(r.err)")
+        }
+        for args in [["heal", "--once"], ["conntrack", "remove", "udp", "198.19.0.10", "198.18.1.2"]] {
+            let r = ctctl(args + ["--pin-dir", t.pins.path])
+            #expect(r.status == 77, "\(args): \(r.err)")
+            #expect(r.err.contains("read-only filesystem"), "\(r.err)")
+        }
+        #expect(try t.entries().count == StaleFixture.stale.count + StaleFixture.fresh.count, "nothing changed")
+    }
+
+    @Test("the kernel re-checks the rule before it deletes: a judged entry that is no longer stale is kept")
+    func ruleRecheckedAtDelete() throws {
+        try withDataplane("recheck", options: StaleFixture.options) { t in
+            try StaleFixture.stage(t)
+            let stale = [
+                "198.18.1.2:40000 198.19.0.10:161", "198.18.1.5:40000 198.19.0.10:161", "198.18.1.6:40000 198.18.9.9:53",
+            ]
+            let judge = StaleJudge(view: try ServiceView.read(t.dp), timeouts: t.dp.timeouts, now: Timestamp.monotonicNow())
+            var judged: [(ctctl_ct_key, ctctl_ct_value, StaleReason)] = []
+            try EntryScan(t.dp, filter: ConntrackFilter(), judge: judge).run { e, r in
+                if stale.contains("\(e.entry.key.src) \(e.entry.key.dst)") { judged.append((e.key.pointee, e.value.pointee, r!)) }
+            }
+            #expect(judged.map(\.2).sorted { $0.rawValue < $1.rawValue } == [.expired, .halfPair, .missedNAT])
+            // between the scan and the delete: the service of the missed-nat entry goes away, the
+            // half pair's partner is back, the expired flow sees a packet
+            try t.deleteService(StaleFixture.s1)
+            let half = judged.first { $0.2 == .halfPair }!
+            var rev = half.1
+            rev.type = UInt8(CTCTL_CT_NAT_REV.rawValue)
+            rev.partner = half.0
+            try t.dp.ct.update(half.1.partner, rev)
+            try t.rewrite(.udp, "198.18.1.6:40000", "198.18.9.9:53") { $0.last_seen_ns = Timestamp.monotonicNow() }
+
+            var outcomes: [StaleReason: DeleteOutcome] = [:]
+            let d = Deleter(try Stager(t.dp, lock: t.lock())) { _, r, o in outcomes[r!] = o }
+            for (k, v, r) in judged {
+                try withUnsafePointer(to: k) { k in try withUnsafePointer(to: v) { v in try d.add(EntryView(k, v), reason: r) } }
+            }
+            try d.flush()
+            #expect(outcomes == [.missedNAT: .noLongerStale, .halfPair: .noLongerStale, .expired: .noLongerStale])
+            #expect(d.deletedEntries == 0)
+            for pair in stale {
+                let p = pair.split(separator: " ").map(String.init)
+                #expect(try t.entry(.udp, p[0], p[1]) != nil, "\(pair) kept")
+            }
+        }
+    }
+
+    @Test("a frontend with more backends than the limit: dropped and counted, flagged by nat list, its flows never judged")
+    func overBackendLimit() throws {
+        try withDataplane("overlimit", options: .epochOff) { t in
+            // another writer (not ctctl, which refuses) gives a frontend 300 backends
+            let svc = ServiceRef("198.19.0.40:53/udp")!
+            let n = 300
+            let backend = { (i: Int) in Endpoint("198.18.\(200 + i / 250).\(i % 250 + 1):53")! }
+            for i in 0..<n { try t.dp.natBackend.update(ctctl_be_key(svc_id: 900, ordinal: UInt32(i)), backend(i).backendValue) }
+            var fe = ctctl_fe_key()
+            withUnsafeMutableBytes(of: &fe) { svc.vip.address.store(to: $0.baseAddress!) }
+            fe.port = svc.vip.port.bigEndian
+            fe.proto = svc.proto.number
+            fe.family = 4
+            try t.dp.natFrontend.update(fe, ctctl_fe_value(svc_id: 900, backend_count: UInt32(n), flags: 0, pad: 0))
+            // live flows to ordinals below and above 256, written by an older datapath, and a
+            // normal entry to the VIP
+            let now = Timestamp.monotonicNow()
+            for (i, ordinal) in [10, 280].enumerated() {
+                let p = BenchFill.natPair(
+                    svc, client: Endpoint("198.18.1.\(i + 2):40000")!, backend: backend(ordinal), created: now, lastSeen: now,
+                    epoch: 2)
+                try t.dp.ct.update(p.fwdKey, p.fwd)
+                try t.dp.ct.update(p.revKey, p.rev)
+            }
+            #expect(try t.run(Packets.udp(Endpoint("198.18.1.9:40000")!, svc.vip)).verdict == TCRun.shot)
+            #expect(try t.counter("drop_too_many_backends") == 1)
+            #expect(try t.entries().count == 4, "the dropped packet created nothing")
+
+            let stale = ctctl(["conntrack", "list", "--stale", "--pin-dir", t.pins.path])
+            #expect(stale.status == 0)
+            #expect(stale.out.isEmpty, "flows of a service over the limit are never judged: \(stale.out)")
+            #expect(ctctl(["heal", "--once", "--pin-dir", t.pins.path]).status == 1)
+            #expect(try t.entries().count == 4)
+            let nat = ctctl(["nat", "list", "--pin-dir", t.pins.path])
+            #expect(nat.out.contains("OVER LIMIT: 300 backends"), "\(nat.out)")
+            #expect(nat.err.contains("1 OVER the limit of 256 backends"))
+            let json =
+                try JSONSerialization.jsonObject(
+                    with: Data(ctctl(["nat", "list", "-o", "json", "--pin-dir", t.pins.path]).out.utf8)) as! [[String: Any]]
+            #expect(json.first?["over_limit"] as? Bool == true && json.first?["backend_count"] as? Int == 300)
+        }
+    }
+}
