@@ -143,9 +143,19 @@ public final class Dataplane: @unchecked Sendable {
         return CLibBPF_atomic_load_u32(&s.pointee.epoch)
     }
 
-    /// Adds one to the service epoch atomically; call after every frontend write.
+    /// Starts a write of the NAT maps: the epoch becomes odd (a sequence counter, see
+    /// ctctl_abi.h), atomically. An epoch left odd by a writer that died mid-write is
+    /// first made even, so it is odd again now. Callers hold the writers' lock.
+    public func beginServiceWrite() throws(CtctlError) {
+        let s = try state()
+        if CLibBPF_atomic_load_u32(&s.pointee.epoch) & 1 == 1 { _ = CLibBPF_atomic_add_u32(&s.pointee.epoch, 1) }
+        _ = CLibBPF_atomic_add_u32(&s.pointee.epoch, 1)
+    }
+
+    /// Ends a write of the NAT maps: the epoch becomes even again, one step further.
+    /// Returns the new epoch.
     @discardableResult
-    public func bumpEpoch() throws(CtctlError) -> UInt32 {
+    public func endServiceWrite() throws(CtctlError) -> UInt32 {
         let s = try state()
         return CLibBPF_atomic_add_u32(&s.pointee.epoch, 1)
     }

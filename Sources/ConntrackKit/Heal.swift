@@ -61,7 +61,7 @@ public final class Healer {
         // a dry run reads only; a real pass holds the writers' lock from start to end
         let lock = options.dryRun ? nil : try WriterLock(pins)
         defer { _ = lock }
-        let view = try ServiceView.read(dp)
+        let view = try ServiceView.read(dp, holdingLock: lock != nil)
         let judge = StaleJudge(view: view, timeouts: dp.timeouts, now: start, graceNs: options.graceNs)
         let audit = self.audit
         let report = { (e: EntryView, reason: StaleReason?, outcome: DeleteOutcome) throws in

@@ -45,11 +45,19 @@ public enum Services {
 
     /// Creates or replaces a service. A packet never sees a frontend whose backends are
     /// not all written: backends before the frontend when growing, the frontend first
-    /// when shrinking. Then the epoch is bumped. Conntrack is not touched.
-    /// Returns true if the service was created, false if replaced.
+    /// when shrinking. The epoch is odd while the maps are written and even after, so a
+    /// reader never keeps a view that mixes the two states. Conntrack is not touched.
+    /// Returns true if the service was created, false if replaced. `midWrite` runs between
+    /// the two halves of the write (tests).
     @discardableResult
     public static func set(_ dp: Dataplane, _ ref: ServiceRef, backends: [Endpoint], lock: WriterLock) throws(CtctlError) -> Bool
     {
+        try set(dp, ref, backends: backends, lock: lock, midWrite: nil)
+    }
+
+    static func set(
+        _ dp: Dataplane, _ ref: ServiceRef, backends: [Endpoint], lock: WriterLock, midWrite: (() -> Void)?
+    ) throws(CtctlError) -> Bool {
         try validate(ref, backends: backends)
         let fk = ref.frontendKey
         let existing: ctctl_fe_value?
@@ -67,12 +75,16 @@ public enum Services {
         let old = Int(existing?.backend_count ?? 0)
         let n = backends.count
         let fe = ctctl_fe_value(svc_id: id, backend_count: UInt32(n), flags: 0, pad: 0)
+        try dp.beginServiceWrite()
+        defer { _ = try? dp.endServiceWrite() }
         do throws(Errno) {
             if n >= old {
                 try writeBackends(dp, id, backends)
+                midWrite?()
                 try dp.natFrontend.update(fk, fe)
             } else {
                 try dp.natFrontend.update(fk, fe)
+                midWrite?()
                 try writeBackends(dp, id, backends)
                 for ordinal in n..<old { try dp.natBackend.delete(ctctl_be_key(svc_id: id, ordinal: UInt32(ordinal))) }
             }
@@ -82,7 +94,6 @@ public enum Services {
             }
             throw CtctlError.from(error, doing: "writing service \(ref) to", path: dp.pinDir.path)
         }
-        try dp.bumpEpoch()
         return existing == nil
     }
 
@@ -92,17 +103,18 @@ public enum Services {
         }
     }
 
-    /// Removes the frontend, bumps the epoch, then removes the backends. Returns the
+    /// Removes the frontend, then the backends, the epoch odd meanwhile. Returns the
     /// removed service, or nil if there was none. Conntrack cleanup is the caller's
     /// (Conntrack.removeService), under the same lock.
     public static func delete(_ dp: Dataplane, _ ref: ServiceRef, lock: WriterLock) throws(CtctlError) -> Service? {
         guard let svc = try get(dp, ref) else { return nil }
+        try dp.beginServiceWrite()
+        defer { _ = try? dp.endServiceWrite() }
         do throws(Errno) {
             try dp.natFrontend.delete(ref.frontendKey)
         } catch {
             throw CtctlError.from(error, doing: "deleting frontend \(ref) from", path: dp.natFrontend.path)
         }
-        try dp.bumpEpoch()
         do throws(Errno) {
             for ordinal in 0..<svc.backends.count {
                 try dp.natBackend.delete(ctctl_be_key(svc_id: svc.id, ordinal: UInt32(ordinal)))

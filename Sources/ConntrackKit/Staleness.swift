@@ -1,4 +1,5 @@
 import CLibBPF
+import Glibc
 
 /// Why an entry is stale: what `list --stale` shows and `heal` deletes.
 public enum StaleReason: String, Sendable, CaseIterable {
@@ -125,15 +126,35 @@ public struct ServiceView: Sendable {
             })
     }
 
-    /// Reads the frontends and backends until the service epoch is the same before and
-    /// after, so the view never mixes two control-plane states.
-    public static func read(_ dp: Dataplane) throws(CtctlError) -> ServiceView {
-        for _ in 0..<10 {
+    /// Reads the frontends and backends until the service epoch (a sequence counter) is the
+    /// same even number before and after, so the view never mixes two control-plane states.
+    /// An epoch that stays odd for `waitNs` was left by a writer that died mid-write when no
+    /// ctctl writer holds the lock (or the caller holds it, `holdingLock`): the maps are then
+    /// as the datapath sees them, and the view is read as they are.
+    public static func read(
+        _ dp: Dataplane, holdingLock: Bool = false, waitNs: UInt64 = 2_000_000_000
+    ) throws(CtctlError) -> ServiceView {
+        let deadline = Timestamp.monotonicNow() + waitNs
+        var tries = 0
+        while true {
             let before = try dp.epoch()
-            let services = try Services.list(dp)
-            if try dp.epoch() == before { return ServiceView(epoch: before, services: services) }
+            let late = Timestamp.monotonicNow() > deadline
+            // odd and late: read the maps as they are if no ctctl writer can be mid-write
+            if before & 1 == 0 || (late && (holdingLock || (try? WriterLock(dp.pinDir, timeoutMs: 0)) != nil)) {
+                let services = try Services.list(dp)
+                if try dp.epoch() == before { return ServiceView(epoch: before, services: services) }
+            }
+            if late {
+                throw CtctlError(
+                    .software,
+                    before & 1 == 1
+                        ? "the services at \(dp.pinDir.path) are being written (service epoch \(before) is odd) and have been for more than \(DurationText.format(nanoseconds: waitNs)): try again"
+                        : "the services kept changing while ctctl read them (\(tries) tries in \(DurationText.format(nanoseconds: waitNs))): try again"
+                )
+            }
+            tries += 1
+            usleep(tries < 10 ? 100 : 1000)
         }
-        throw CtctlError(.software, "the services kept changing while ctctl read them (10 tries): try again")
     }
 
     /// Test helper and for callers that already hold a consistent list.

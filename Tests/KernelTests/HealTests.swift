@@ -328,9 +328,10 @@ struct HealTests {
                     withUnsafeMutableBytes(of: &be) { IPAddress("198.18.2.2")!.store(to: $0.baseAddress!) }
                     be.port = UInt16(1161).bigEndian
                     be.family = 4
+                    try? t.dp.beginServiceWrite()
                     try? t.dp.natBackend.update(ctctl_be_key(svc_id: 77, ordinal: 0), be)
                     try? t.dp.natFrontend.update(fe, ctctl_fe_value(svc_id: 77, backend_count: 1, flags: 0, pad: 0))
-                    _ = try? t.dp.bumpEpoch()
+                    _ = try? t.dp.endServiceWrite()
                 }
                 let healed = calls > 2 && (try? t.entry(.udp, "198.18.1.2:40000", "198.19.0.10:161")) == nil
                 return healed || Date() > deadline

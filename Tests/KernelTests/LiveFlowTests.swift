@@ -1,8 +1,9 @@
 import CLibBPF
-import ConntrackKit
 import Foundation
 import NetLab
 import Testing
+
+@testable import ConntrackKit
 
 /// Never delete a live flow: one regression test for each way a review found to break
 /// that promise, each reproduced on the real datapath.
@@ -160,6 +161,41 @@ struct LiveFlowTests {
                 try JSONSerialization.jsonObject(
                     with: Data(ctctl(["nat", "list", "-o", "json", "--pin-dir", t.pins.path]).out.utf8)) as! [[String: Any]]
             #expect(json.first?["over_limit"] as? Bool == true && json.first?["backend_count"] as? Int == 300)
+        }
+    }
+
+    @Test("a reader that does not hold the lock never keeps a view of the services that mixes two states")
+    func consistentServiceView() throws {
+        try withDataplane("seqcount") { t in
+            let ref = ServiceRef("198.19.0.10:161/udp")!
+            let (a, b, c) = (Endpoint("198.18.2.2:1161")!, Endpoint("198.18.3.2:1161")!, Endpoint("198.18.4.2:1161")!)
+            func state(_ v: ServiceView) -> [Bool] {
+                [a, b, c].map { v.isBackend($0.address, $0.port, of: ref.vip.address, ref.vip.port, ref.proto.number) }
+            }
+            try t.setService("\(ref)", ["\(a)", "\(b)"])
+            let before = [true, true, false]
+            let after = [false, false, true]
+            for (from, to) in [([a, b], [c]), ([c], [a, b])] {
+                try t.setService("\(ref)", from.map(\.description))
+                var midWrite: Result<ServiceView, CtctlError>?
+                try Services.set(t.dp, ref, backends: to, lock: t.lock()) {
+                    midWrite = Result { () throws(CtctlError) in try ServiceView.read(t.dp, waitNs: 50_000_000) }
+                }
+                switch try #require(midWrite) {
+                case .success(let v):
+                    #expect([before, after].contains(state(v)), "a view read mid-write is one whole state: \(state(v))")
+                case .failure(let e):
+                    #expect(e.message.contains("are being written"), "\(e.message)")
+                }
+                #expect(state(try ServiceView.read(t.dp)) == (to == [c] ? after : before))
+            }
+            // a writer that died mid-write leaves the epoch odd: readers wait, then read the maps
+            // as the datapath sees them; the next writer makes it even again
+            try t.dp.beginServiceWrite()
+            #expect(try t.dp.epoch() % 2 == 1)
+            #expect(state(try ServiceView.read(t.dp, waitNs: 50_000_000)) == before)
+            try t.setService("\(ref)", ["\(c)"])
+            #expect(try t.dp.epoch() % 2 == 0)
         }
     }
 }
