@@ -20,6 +20,13 @@ $(BPF_OBJ): $(BPF_SRC)
 	@mkdir -p $(BPF_OUT)
 	$(CLANG) $(BPF_CFLAGS) -c bpf/ctctl.bpf.c -o $@
 
+# Tests only, never installed: the same datapath with test hooks compiled in
+# (CTCTL_TEST_HOOKS, see bpf/lib/datapath.h), to stage races deterministically.
+BPF_TEST_OBJ := $(BPF_OUT)/ctctl-test.bpf.o
+$(BPF_TEST_OBJ): $(BPF_SRC)
+	@mkdir -p $(BPF_OUT)
+	$(CLANG) $(BPF_CFLAGS) -DCTCTL_TEST_HOOKS -c bpf/ctctl.bpf.c -o $@
+
 bpf: deps $(BPF_OBJ)
 
 # The binary finds its BPF object beside itself (or in ../lib/ctctl when installed).
@@ -27,9 +34,9 @@ build: bpf
 	swift build -c $(CONFIG)
 	cp $(BPF_OBJ) "$$(swift build -c $(CONFIG) --show-bin-path)/"
 
-test: bpf lint
+test: bpf $(BPF_TEST_OBJ) lint
 	swift build --build-tests
-	cp $(BPF_OBJ) "$$(swift build --show-bin-path)/"
+	cp $(BPF_OBJ) $(BPF_TEST_OBJ) "$$(swift build --show-bin-path)/"
 	swift test --skip-build
 	$(MAKE) --no-print-directory test-install
 

@@ -1,5 +1,6 @@
 import CLibBPF
 import ConntrackKit
+import Foundation
 import Glibc
 import Testing
 
@@ -13,10 +14,12 @@ final class TestDataplane: @unchecked Sendable {
         "ctctl-test-\(getpid())-\(tag)-\(UInt32.random(in: 0..<UInt32.max))"
     }
 
-    /// `root`: a directory on bpffs to make the pin directory in.
-    init(_ tag: String, options: LoadOptions = LoadOptions(), root: String = "/sys/fs/bpf") throws {
+    /// `root`: a directory on bpffs to make the pin directory in. `testHooks`: load the
+    /// test build of the datapath (`make test` puts it beside the tests; see CTCTL_TEST_HOOKS).
+    init(_ tag: String, options: LoadOptions = LoadOptions(), root: String = "/sys/fs/bpf", testHooks: Bool = false) throws {
         pins = PinDirectory(root + "/" + TestDataplane.uniqueName(tag))
-        try Loader.load(pins, options: options)
+        let object = testHooks ? URL(fileURLWithPath: ctctlBinary()).deletingLastPathComponent().appendingPathComponent("ctctl-test.bpf.o").path : nil
+        try Loader.load(pins, options: options, objectPath: object)
         dp = try Dataplane(pins, readOnly: false)
     }
 
@@ -62,8 +65,10 @@ final class TestDataplane: @unchecked Sendable {
 }
 
 /// Runs body with a fresh dataplane and always cleans it up.
-func withDataplane<T>(_ tag: String, options: LoadOptions = LoadOptions(), _ body: (TestDataplane) throws -> T) throws -> T {
-    let t = try TestDataplane(tag, options: options)
+func withDataplane<T>(
+    _ tag: String, options: LoadOptions = LoadOptions(), testHooks: Bool = false, _ body: (TestDataplane) throws -> T
+) throws -> T {
+    let t = try TestDataplane(tag, options: options, testHooks: testHooks)
     defer { t.cleanup() }
     return try body(t)
 }
