@@ -198,4 +198,34 @@ struct LiveFlowTests {
             #expect(try t.dp.epoch() % 2 == 0)
         }
     }
+
+    @Test("two CPUs creating the same flow: the loser writes nothing and uses the winner's pair", arguments: Plan.all)
+    func pairRaceLoser(_ p: Plan) throws {
+        // which backend the hash picks for this flow (a normal build, the same hash)
+        let picked = try withDataplane("race-pick") { t in
+            try t.setService(p.service, [p.backend1, p.backend2])
+            return try #require(Packets.parse(try t.run(p.packet(p.client, p.vip)).packet)).dst
+        }
+        let winner = picked == p.ep(p.backend1) ? p.ep(p.backend2) : p.ep(p.backend1)
+        // the test build's first lookup always misses: the packet meets, on its insert, the
+        // pair another CPU wrote meanwhile (to the other backend)
+        try withDataplane("race", testHooks: true) { t in
+            try t.setService(p.service, [p.backend1, p.backend2])
+            let now = Timestamp.monotonicNow()
+            let pair = BenchFill.natPair(
+                ServiceRef(p.service)!, client: p.ep(p.client), backend: winner, created: now, lastSeen: now,
+                epoch: try t.dp.epoch())
+            try t.dp.ct.update(pair.fwdKey, pair.fwd)
+            try t.dp.ct.update(pair.revKey, pair.rev)
+            let pkt = p.packet(p.client, p.vip)
+            try expectFrame(try t.run(pkt), src: p.ep(p.client), dst: winner, payloadFrom: pkt)
+            #expect(try t.counter("pair_race_lost") == 1)
+            let entries = try t.entries()
+            #expect(entries.count == 2, "the loser wrote no half of its own: \(entries.map(\.key))")
+            let fwd = try #require(try t.entry(p.proto, p.client, p.vip))
+            let rev = try #require(try t.entry(p.proto, "\(winner)", p.client))
+            #expect(fwd.nat == winner && fwd.partner == rev.key && rev.partner == fwd.key && fwd.createdNs == rev.createdNs)
+            #expect(fwd.packets == 11, "the loser's packet is accounted to the winner's entry")
+        }
+    }
 }

@@ -74,8 +74,23 @@ static __always_inline void ctctl_delete_partner(const struct ctctl_ct_key *key,
 		bpf_map_delete_elem(&ct, partner);
 }
 
+/* Delete the entry under `key` if it is still the entry with this identity
+ * (another CPU may have replaced it since it was read). */
+static __always_inline void ctctl_delete_if(const struct ctctl_ct_key *key, __u8 type,
+					    __u64 created)
+{
+	struct ctctl_ct_value *cur = bpf_map_lookup_elem(&ct, key);
+
+	if (cur && cur->type == type && cur->created_ns == created)
+		bpf_map_delete_elem(&ct, key);
+}
+
+/* bpf_map_update_elem with BPF_NOEXIST on a key that exists */
+#define CTCTL_EEXIST 17
+
 /* Write a normal entry for key, as a whole new value (never an in-place type
- * change). Returns 0 or a negative error. */
+ * change), only if the key is free: -CTCTL_EEXIST if another CPU wrote it
+ * first (the caller then uses that entry). Returns 0 or a negative error. */
 static __always_inline int ctctl_create_normal(const struct ctctl_ct_key *key, __u32 epoch,
 					       __u64 now, __u32 len, __u32 flags)
 {
@@ -91,20 +106,25 @@ static __always_inline int ctctl_create_normal(const struct ctctl_ct_key *key, _
 	v->epoch = epoch;
 	v->flags = flags;
 	v->type = CTCTL_CT_NORMAL;
-	return bpf_map_update_elem(&ct, key, v, BPF_ANY);
+	return bpf_map_update_elem(&ct, key, v, BPF_NOEXIST);
 }
 
 /* Write both halves of a NAT pair for the forward key `key` (client -> VIP)
- * to backend `be`: the reverse half first, so replies are translated as soon
- * as the first packet is delivered. Both with BPF_ANY: a late reply may have
- * left a normal entry on the reverse key. Both share one created time, which
- * is how each half recognises the other. Returns 0 or a negative error. */
+ * to backend `be`. The forward half decides a race: it is written first, with
+ * BPF_NOEXIST, and a CPU that finds it taken writes nothing (-CTCTL_EEXIST: the
+ * caller uses the winner's pair), so two CPUs missing on the same new flow can
+ * never leave halves of two different pairs. Only the winner writes the
+ * reverse half, with BPF_ANY: a late reply may have left a normal entry on
+ * that key. Both halves share one created time, which is how each recognises
+ * the other. A path that replaces an existing forward half deletes it first
+ * (ctctl_delete_if). Returns 0 or a negative error. */
 static __always_inline int ctctl_create_pair(const struct ctctl_ct_key *key,
 					     const struct ctctl_be_value *be, __u32 epoch,
 					     __u64 now, __u32 len, __u32 flags)
 {
 	struct ctctl_ct_value *v = ctctl_scratch_get();
 	struct ctctl_ct_key rkey = {};
+	int err;
 
 	if (!v)
 		return -1;
@@ -118,26 +138,29 @@ static __always_inline int ctctl_create_pair(const struct ctctl_ct_key *key,
 	__builtin_memset(v, 0, sizeof(*v));
 	v->created_ns = now;
 	v->last_seen_ns = now;
+	v->packets = 1;
+	v->bytes = len;
 	v->epoch = epoch;
 	v->flags = flags;
-	v->type = CTCTL_CT_NAT_REV;
+	v->type = CTCTL_CT_NAT_FWD;
 	v->svc_proto = key->proto;
 	v->svc_port = key->dport;
 	__builtin_memcpy(v->svc_addr, key->dst, 16);
-	v->nat_port = key->dport;
-	__builtin_memcpy(v->nat_addr, key->dst, 16);
-	v->partner = *key;
-	if (bpf_map_update_elem(&ct, &rkey, v, BPF_ANY))
-		return -1;
-
-	v->type = CTCTL_CT_NAT_FWD;
-	v->packets = 1;
-	v->bytes = len;
 	v->nat_port = be->port;
 	__builtin_memcpy(v->nat_addr, be->addr, 16);
 	v->partner = rkey;
-	if (bpf_map_update_elem(&ct, key, v, BPF_ANY)) {
-		bpf_map_delete_elem(&ct, &rkey);
+	err = bpf_map_update_elem(&ct, key, v, BPF_NOEXIST);
+	if (err)
+		return err;
+
+	v->type = CTCTL_CT_NAT_REV;
+	v->packets = 0;
+	v->bytes = 0;
+	v->nat_port = key->dport;
+	__builtin_memcpy(v->nat_addr, key->dst, 16);
+	v->partner = *key;
+	if (bpf_map_update_elem(&ct, &rkey, v, BPF_ANY)) {
+		ctctl_delete_if(key, CTCTL_CT_NAT_FWD, now);
 		return -1;
 	}
 	return 0;

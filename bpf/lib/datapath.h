@@ -21,6 +21,38 @@ static __always_inline int ctctl_dnat(struct __sk_buff *skb, const struct ctctl_
 	return TC_ACT_OK;
 }
 
+/* Translate a packet by the entry it matched: a forward half DNATs, a reverse
+ * half rewrites the source back to the VIP, a normal entry passes. */
+static __always_inline int ctctl_apply(struct __sk_buff *skb, const struct ctctl_pkt *p,
+				       struct ctctl_counters *cnt, struct ctctl_ct_value *v,
+				       __u64 now)
+{
+	ctctl_touch(v, p, skb->len, now, 0);
+	if (v->type == CTCTL_CT_NAT_FWD)
+		return ctctl_dnat(skb, p, cnt, v->nat_addr, v->nat_port);
+	if (v->type == CTCTL_CT_NAT_REV && ctctl_rewrite(skb, p, 0, v->nat_addr, v->nat_port)) {
+		cnt->c[CTCTL_CNT_DROP_REWRITE]++;
+		return TC_ACT_SHOT;
+	}
+	return TC_ACT_OK;
+}
+
+/* Another CPU created this flow's entry between our lookup and our insert
+ * (BPF_NOEXIST failed): this packet goes by the winner's entry, as a hit. */
+static __always_inline int ctctl_use_winner(struct __sk_buff *skb, const struct ctctl_pkt *p,
+					    struct ctctl_counters *cnt, __u64 now)
+{
+	struct ctctl_ct_value *v = bpf_map_lookup_elem(&ct, &p->key);
+
+	cnt->c[CTCTL_CNT_PAIR_RACE_LOST]++;
+	if (!v) {
+		/* and deleted again already: drop rather than guess */
+		cnt->c[CTCTL_CNT_DROP_CT_WRITE]++;
+		return TC_ACT_SHOT;
+	}
+	return ctctl_apply(skb, p, cnt, v, now);
+}
+
 /* A new NAT flow to frontend fe: pick a backend, write the pair, DNAT. */
 static __always_inline int ctctl_new_nat_flow(struct __sk_buff *skb, const struct ctctl_pkt *p,
 					      struct ctctl_counters *cnt,
@@ -33,12 +65,30 @@ static __always_inline int ctctl_new_nat_flow(struct __sk_buff *skb, const struc
 		cnt->c[CTCTL_CNT_DROP_BACKEND_MISSING]++;
 		return TC_ACT_SHOT;
 	}
-	if (ctctl_create_pair(&p->key, be, epoch, now, skb->len, flags)) {
+	int err = ctctl_create_pair(&p->key, be, epoch, now, skb->len, flags);
+
+	if (err == -CTCTL_EEXIST)
+		return ctctl_use_winner(skb, p, cnt, now);
+	if (err) {
 		cnt->c[CTCTL_CNT_DROP_CT_WRITE]++;
 		return TC_ACT_SHOT;
 	}
 	cnt->c[what]++;
 	return ctctl_dnat(skb, p, cnt, be->addr, be->port);
+}
+
+/* A new normal flow (or a NAT flow turned normal): write its entry and pass. */
+static __always_inline int ctctl_new_normal_flow(struct __sk_buff *skb, const struct ctctl_pkt *p,
+						 struct ctctl_counters *cnt, __u32 epoch, __u64 now,
+						 __u32 flags, enum ctctl_counter what)
+{
+	int err = ctctl_create_normal(&p->key, epoch, now, skb->len, flags);
+
+	if (err == -CTCTL_EEXIST)
+		return ctctl_use_winner(skb, p, cnt, now);
+	if (err == 0)
+		cnt->c[what]++;
+	return TC_ACT_OK;
 }
 
 /* A frontend that does not translate (ctctl_frontend_active): zero backends,
@@ -70,14 +120,14 @@ static __always_inline int ctctl_miss(struct __sk_buff *skb, const struct ctctl_
 		return ctctl_new_nat_flow(skb, p, cnt, fe, epoch, now, 0,
 					  CTCTL_CNT_NAT_PAIR_CREATED);
 	}
-	if (ctctl_create_normal(&p->key, epoch, now, skb->len, p->tcp_flags) == 0)
-		cnt->c[CTCTL_CNT_NORMAL_CREATED]++;
-	return TC_ACT_OK;
+	return ctctl_new_normal_flow(skb, p, cnt, epoch, now, p->tcp_flags,
+				     CTCTL_CNT_NORMAL_CREATED);
 }
 
 /* Epoch re-check of a normal entry: if its destination is now a service with
- * backends, the flow becomes a NAT flow right here (new entries, new created
- * time). Otherwise its epoch is brought up to date. */
+ * backends, the flow becomes a NAT flow right here (the normal entry deleted,
+ * a new pair with a new created time). Otherwise its epoch is brought up to
+ * date. */
 static __always_inline int ctctl_recheck_normal(struct __sk_buff *skb, const struct ctctl_pkt *p,
 						struct ctctl_counters *cnt,
 						struct ctctl_ct_value *v, __u64 now)
@@ -89,16 +139,19 @@ static __always_inline int ctctl_recheck_normal(struct __sk_buff *skb, const str
 	cnt->c[CTCTL_CNT_EPOCH_RECHECK]++;
 	if (fe && ctctl_frontend_over_limit(fe->backend_count))
 		return ctctl_drop_inactive(cnt, fe);
-	if (fe && ctctl_frontend_active(fe->backend_count))
+	if (fe && ctctl_frontend_active(fe->backend_count)) {
+		ctctl_delete_if(&p->key, CTCTL_CT_NORMAL, v->created_ns);
 		return ctctl_new_nat_flow(skb, p, cnt, fe, epoch, now, CTCTL_CT_F_CONVERTED,
 					  CTCTL_CNT_FLOW_CONVERTED);
+	}
 	WRITE_ONCE(v->epoch, epoch);
 	ctctl_touch(v, p, skb->len, now, 0);
 	return TC_ACT_OK;
 }
 
 /* Epoch re-check of a NAT forward entry: service gone -> the flow becomes
- * normal; backend no longer a member -> re-balanced to a live backend;
+ * normal; backend no longer a member -> re-balanced to a live backend (the
+ * forward half deleted, a new pair written, the old reverse half deleted);
  * otherwise the epoch is brought up to date and the entry applied. */
 static __always_inline int ctctl_recheck_fwd(struct __sk_buff *skb, const struct ctctl_pkt *p,
 					     struct ctctl_counters *cnt, struct ctctl_ct_value *v,
@@ -109,27 +162,25 @@ static __always_inline int ctctl_recheck_fwd(struct __sk_buff *skb, const struct
 		ctctl_fe_lookup(v->svc_addr, v->svc_port, v->svc_proto, p->key.family);
 	struct ctctl_ct_key old_partner = v->partner;
 	__u64 old_created = v->created_ns;
+	int verdict;
 
 	cnt->c[CTCTL_CNT_EPOCH_RECHECK]++;
-	if (!fe) {
-		if (ctctl_create_normal(&p->key, epoch, now, skb->len,
-					p->tcp_flags | CTCTL_CT_F_CONVERTED))
-			return TC_ACT_OK;
-		ctctl_delete_partner(&p->key, old_created, &old_partner);
-		cnt->c[CTCTL_CNT_FLOW_UNNATED]++;
-		return TC_ACT_OK;
-	}
-	if (!ctctl_frontend_active(fe->backend_count))
+	if (fe && !ctctl_frontend_active(fe->backend_count))
 		/* left as is: re-checked again once the service translates */
 		return ctctl_drop_inactive(cnt, fe);
-	if (ctctl_backend_is_member(fe, v->nat_addr, v->nat_port, p->key.family)) {
+	if (fe && ctctl_backend_is_member(fe, v->nat_addr, v->nat_port, p->key.family)) {
 		WRITE_ONCE(v->epoch, epoch);
-		ctctl_touch(v, p, skb->len, now, 0);
-		return ctctl_dnat(skb, p, cnt, v->nat_addr, v->nat_port);
+		return ctctl_apply(skb, p, cnt, v, now);
 	}
-	int verdict = ctctl_new_nat_flow(skb, p, cnt, fe, epoch, now, CTCTL_CT_F_CONVERTED,
-					 CTCTL_CNT_FLOW_REBALANCED);
-	/* the new pair overwrote the forward half; the old reverse half is another key */
+	ctctl_delete_if(&p->key, CTCTL_CT_NAT_FWD, old_created);
+	if (!fe)
+		verdict = ctctl_new_normal_flow(skb, p, cnt, epoch, now,
+						p->tcp_flags | CTCTL_CT_F_CONVERTED,
+						CTCTL_CNT_FLOW_UNNATED);
+	else
+		verdict = ctctl_new_nat_flow(skb, p, cnt, fe, epoch, now, CTCTL_CT_F_CONVERTED,
+					     CTCTL_CNT_FLOW_REBALANCED);
+	/* the old reverse half is another key (a CPU that lost the race deletes it too) */
 	ctctl_delete_partner(&p->key, old_created, &old_partner);
 	return verdict;
 }
@@ -162,34 +213,26 @@ static __always_inline int ctctl_handle(struct __sk_buff *skb)
 
 	if (v) {
 		if (ctctl_entry_expired(&p.key, v, now)) {
+			__u8 type = v->type;
+			__u64 created = v->created_ns;
+
 			cnt->c[CTCTL_CNT_EXPIRED_HIT]++;
-			if (v->type == CTCTL_CT_NAT_FWD) {
+			if (type == CTCTL_CT_NAT_FWD) {
 				struct ctctl_ct_key partner = v->partner;
 
-				ctctl_delete_partner(&p.key, v->created_ns, &partner);
+				ctctl_delete_partner(&p.key, created, &partner);
 			}
+			/* replaced as a new flow: deleted first, then written with BPF_NOEXIST */
+			ctctl_delete_if(&p.key, type, created);
 			return ctctl_miss(skb, &p, cnt, now);
 		}
 		cnt->c[CTCTL_CNT_CT_HIT]++;
-		switch (v->type) {
-		case CTCTL_CT_NAT_FWD:
-			if (CTCTL_EPOCH_ON && v->epoch != READ_ONCE(ctctl_state.epoch))
-				return ctctl_recheck_fwd(skb, &p, cnt, v, now);
-			ctctl_touch(v, &p, skb->len, now, 0);
-			return ctctl_dnat(skb, &p, cnt, v->nat_addr, v->nat_port);
-		case CTCTL_CT_NAT_REV:
-			ctctl_touch(v, &p, skb->len, now, 0);
-			if (ctctl_rewrite(skb, &p, 0, v->nat_addr, v->nat_port)) {
-				cnt->c[CTCTL_CNT_DROP_REWRITE]++;
-				return TC_ACT_SHOT;
-			}
-			return TC_ACT_OK;
-		default:
-			if (CTCTL_EPOCH_ON && v->epoch != READ_ONCE(ctctl_state.epoch))
-				return ctctl_recheck_normal(skb, &p, cnt, v, now);
-			ctctl_touch(v, &p, skb->len, now, 0);
-			return TC_ACT_OK;
-		}
+		if (CTCTL_EPOCH_ON && v->type != CTCTL_CT_NAT_REV &&
+		    v->epoch != READ_ONCE(ctctl_state.epoch))
+			return v->type == CTCTL_CT_NAT_FWD
+				       ? ctctl_recheck_fwd(skb, &p, cnt, v, now)
+				       : ctctl_recheck_normal(skb, &p, cnt, v, now);
+		return ctctl_apply(skb, &p, cnt, v, now);
 	}
 
 	/* A reply of a normal flow matches that flow's entry through the reversed tuple. */

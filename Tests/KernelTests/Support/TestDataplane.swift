@@ -18,7 +18,10 @@ final class TestDataplane: @unchecked Sendable {
     /// test build of the datapath (`make test` puts it beside the tests; see CTCTL_TEST_HOOKS).
     init(_ tag: String, options: LoadOptions = LoadOptions(), root: String = "/sys/fs/bpf", testHooks: Bool = false) throws {
         pins = PinDirectory(root + "/" + TestDataplane.uniqueName(tag))
-        let object = testHooks ? URL(fileURLWithPath: ctctlBinary()).deletingLastPathComponent().appendingPathComponent("ctctl-test.bpf.o").path : nil
+        let object =
+            testHooks
+            ? URL(fileURLWithPath: ctctlBinary()).deletingLastPathComponent().appendingPathComponent("ctctl-test.bpf.o").path
+            : nil
         try Loader.load(pins, options: options, objectPath: object)
         dp = try Dataplane(pins, readOnly: false)
     }
