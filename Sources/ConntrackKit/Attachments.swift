@@ -40,6 +40,7 @@ public enum Attachments {
 
     /// Attaches the datapath to clsact ingress of `ifname` (in `netns`, if given) and records it.
     public static func attach(_ dp: Dataplane, ifname: String, netns: String?, lock: WriterLock) throws {
+        try dp.verify(holding: lock)
         let key = try key(netns: netns ?? "", ifname: ifname)
         let progPath = dp.pinDir.pin(CTCTL_PIN_PROG_TC)
         let progFD: Int32
@@ -70,6 +71,7 @@ public enum Attachments {
     /// the interface or namespace is gone (the record is removed all the same).
     @discardableResult
     public static func detach(_ dp: Dataplane, ifname: String, netns: String?, lock: WriterLock) throws -> Bool {
+        try dp.verify(holding: lock)
         let key = try key(netns: netns ?? "", ifname: ifname)
         let recorded = try? dp.attachments.lookup(key, as: ctctl_attach_value.self)
         if let netns, !netns.isEmpty, !NetworkNamespace.exists(netns), recorded != nil {

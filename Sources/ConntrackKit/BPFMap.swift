@@ -56,10 +56,29 @@ public struct MapInfo: Sendable {
     }
 }
 
+/// The kernel id of a BPF object (map or program) open at `fd`: bpf_map_info and
+/// bpf_prog_info both start with `type` then `id`, and the kernel fills what fits.
+func objectID(fd: Int32) throws(Errno) -> UInt32 {
+    var head: (UInt32, UInt32) = (0, 0)
+    var len = UInt32(MemoryLayout<(UInt32, UInt32)>.size)
+    try Errno.check { bpf_obj_get_info_by_fd(fd, &head, &len) }
+    return head.1
+}
+
+/// The kernel id of the object pinned at `path` now, or nil if nothing is pinned there.
+func pinnedID(_ path: String) throws(Errno) -> UInt32? {
+    let fd: Int32
+    do { fd = try Errno.check { CLibBPF_obj_get(path, 1) } } catch  where error.code == ENOENT { return nil }
+    defer { close(fd) }
+    return try objectID(fd: fd)
+}
+
 /// An open BPF map; closes its fd when released.
 public final class BPFMap: @unchecked Sendable {
     public let fd: Int32
     public let path: String
+    /// The pin's name in its directory.
+    public var pin: String { path.split(separator: "/").last.map(String.init) ?? path }
     public let info: MapInfo
     public let readOnly: Bool
 

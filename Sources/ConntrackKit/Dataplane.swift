@@ -184,11 +184,40 @@ public final class Dataplane: @unchecked Sendable {
         return totals.enumerated().map { DatapathCounter(name: DatapathCounter.names[$0], value: $1) }
     }
 
-    /// Re-checks that the maps are still pinned where they were opened: a heal pass
-    /// stops with a clear error when the dataplane was unloaded under it.
-    public func stillPinned() -> Bool {
-        var st = stat()
-        return stat(pinDir.pin(CTCTL_PIN_CT), &st) == 0 && stat(pinDir.pin(CTCTL_PIN_CONFIG), &st) == 0
+    /// For a writer that just took the lock: the lock is on the pin directory as it is now,
+    /// and the maps pinned there are the ones this Dataplane opened. Nothing is written
+    /// otherwise (a reload happened while the writer waited for the lock).
+    public func verify(holding lock: WriterLock) throws(CtctlError) {
+        guard lock.stillHeld else {
+            throw CtctlError(
+                .unavailable,
+                "the dataplane at \(pinDir.path) was unloaded while this command waited for its lock: nothing was written; run the command again",
+                cause: .dataplaneReplaced)
+        }
+        try verifyPinned()
+    }
+
+    /// The maps this dataplane was opened with, by pin.
+    var openedMaps: [BPFMap] { [ct, natFrontend, natBackend, counters, attachments, stateMap] }
+
+    /// Checks that the objects pinned at the pin directory are still the ones this
+    /// Dataplane opened (by kernel id), so nothing is read from or written to maps that
+    /// were unpinned meanwhile: `dataplane unload` and `load` put new maps at the same
+    /// paths. Writers call it after taking the lock, long-lived users at every pass and
+    /// batch. `only`: check just these pins (the watching heal's cheap poll).
+    public func verifyPinned(only: [String]? = nil, progress: String? = nil) throws(CtctlError) {
+        for map in openedMaps where only.map({ $0.contains(map.pin) }) ?? true {
+            let now: UInt32?
+            do throws(Errno) { now = try pinnedID(map.path) } catch {
+                throw CtctlError.from(error, doing: "checking", path: map.path)
+            }
+            guard now != map.info.id else { continue }
+            let what = now == nil ? "was unloaded" : "was unloaded and loaded again (new maps at the same paths)"
+            throw CtctlError(
+                .unavailable,
+                "the dataplane at \(pinDir.path) \(what) while this command used it\(progress.map { ": stopped after \($0)" } ?? ""); nothing was written to the new maps, and no NAT pair was left half deleted: run the command again",
+                cause: .dataplaneReplaced)
+        }
     }
 }
 

@@ -62,10 +62,20 @@ public struct Errno: Error, Equatable, Sendable, CustomStringConvertible {
 public struct CtctlError: Error, CustomStringConvertible, Sendable {
     public let status: ExitStatus
     public let message: String
+    /// What a long-lived user can act on (the watching heal reopens a replaced dataplane).
+    public let cause: Cause
 
-    public init(_ status: ExitStatus, _ message: String) {
+    public enum Cause: Sendable, Equatable {
+        case other
+        /// The objects pinned at the pin directory are no longer the ones that were opened:
+        /// the dataplane was unloaded (and maybe loaded again) meanwhile.
+        case dataplaneReplaced
+    }
+
+    public init(_ status: ExitStatus, _ message: String, cause: Cause = .other) {
         self.status = status
         self.message = message
+        self.cause = cause
     }
 
     public var description: String { message }

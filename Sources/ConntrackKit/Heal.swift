@@ -61,6 +61,7 @@ public final class Healer {
         // a dry run reads only; a real pass holds the writers' lock from start to end
         let lock = options.dryRun ? nil : try WriterLock(pins)
         defer { _ = lock }
+        if let lock { try dp.verify(holding: lock) } else { try dp.verifyPinned() }
         let view = try ServiceView.read(dp, holdingLock: lock != nil)
         let judge = StaleJudge(view: view, timeouts: dp.timeouts, now: start, graceNs: options.graceNs)
         let audit = self.audit
@@ -171,32 +172,44 @@ public final class HealDaemon {
                 "pin_dir": "\(healer.pins.path)", "interval": "\(DurationText.format(nanoseconds: config.intervalNs))",
                 "dry_run": "\(config.options.dryRun)",
             ])
+        var pending: String? = nil  // a pass to run now whatever the epoch (after a reload)
         while !stop() {
             let now = Timestamp.monotonicNow()
             if !available {
-                // the dataplane was unloaded: try again every interval
-                if now >= nextFull {
-                    nextFull = now + nextInterval()
-                    if (try? healer.reopen()) != nil {
-                        available = true
-                        lastEpoch = nil
-                        logger.info("dataplane is back", metadata: ["pin_dir": "\(healer.pins.path)"])
-                    }
+                // the dataplane was unloaded: look for it again at every poll (one stat)
+                if follow("dataplane is back") {
+                    available = true
+                    pending = "reload"
+                }
+            } else if (try? healer.dataplane.verifyPinned(only: [CTCTL_PIN_STATE])) == nil {
+                // the epoch we watch lives in maps that are no longer pinned: unloaded, or
+                // reloaded (new maps at the same paths, whose epoch we would never see move)
+                available = follow("dataplane reloaded: following the new maps")
+                pending = available ? "reload" : nil
+                if !available {
+                    logger.warning("dataplane unloaded: waiting for it", metadata: ["pin_dir": "\(healer.pins.path)"])
                 }
             } else {
                 let epoch = try? healer.dataplane.epoch()
-                var trigger: String?
-                if let epoch, let last = lastEpoch, epoch != last { trigger = "epoch" }
+                var trigger = pending
+                if trigger == nil, let epoch, let last = lastEpoch, epoch != last { trigger = "epoch" }
                 if now >= nextFull { trigger = trigger ?? (passes == 0 ? "start" : "interval") }
                 if let trigger {
+                    pending = nil
                     // Remember the epoch the pass judged against (read at its start), not the
                     // one after it: a service change during the pass triggers the next one.
                     let (ok, judgedEpoch) = runPass(trigger: trigger, stop: stop)
-                    available = ok
                     passes += 1
                     lastEpoch = judgedEpoch ?? epoch
                     if trigger != "epoch" || now >= nextFull { nextFull = Timestamp.monotonicNow() + nextInterval() }
-                    if !available { nextFull = Timestamp.monotonicNow() + nextInterval() }
+                    switch ok {
+                    case .ok: break
+                    case .unavailable: available = false
+                    case .replaced:
+                        // reloaded during the pass: follow at once, and judge the new maps
+                        available = follow("dataplane reloaded during a pass: following the new maps")
+                        pending = available ? "reload" : nil
+                    }
                 } else if lastEpoch == nil {
                     lastEpoch = epoch
                 }
@@ -208,9 +221,22 @@ public final class HealDaemon {
         return passes
     }
 
-    /// One pass, logged and counted. Returns false if the dataplane went away, and the
-    /// service epoch the pass judged against.
-    func runPass(trigger: String, stop: @escaping () -> Bool) -> (Bool, UInt32?) {
+    /// Reopens the maps pinned now (after an unload, or a reload); logs and says if it worked.
+    func follow(_ message: String) -> Bool {
+        do {
+            try healer.reopen()
+            logger.info("\(message)", metadata: ["pin_dir": "\(healer.pins.path)"])
+            return true
+        } catch {
+            logger.debug("no dataplane yet", metadata: ["pin_dir": "\(healer.pins.path)", "error": "\(error.message)"])
+            return false
+        }
+    }
+
+    enum PassOutcome { case ok, unavailable, replaced }
+
+    /// One pass, logged and counted: how it ended, and the service epoch it judged against.
+    func runPass(trigger: String, stop: @escaping () -> Bool) -> (PassOutcome, UInt32?) {
         do {
             let r = try healer.pass(printer: nil, shouldStop: stop)
             var meta: Logger.Metadata = [
@@ -226,17 +252,17 @@ public final class HealDaemon {
             metrics?.record(trigger: trigger, r, counters: (try? healer.dataplane.counterTotals()) ?? [])
             try writeMetrics()
             logger.info("pass", metadata: meta)
-            return (true, r.epoch)
+            return (.ok, r.epoch)
         } catch let e as CtctlError where e.status == .unavailable {
             logger.error("pass failed", metadata: ["trigger": "\(trigger)", "error": "\(e.message)"])
             metrics?.recordError()
             try? writeMetrics()
-            return (false, nil)
+            return (e.cause == .dataplaneReplaced ? .replaced : .unavailable, nil)
         } catch {
             logger.error("pass failed", metadata: ["trigger": "\(trigger)", "error": "\(error)"])
             metrics?.recordError()
             try? writeMetrics()
-            return (true, nil)
+            return (.ok, nil)
         }
     }
 
@@ -299,7 +325,7 @@ public final class HealMetrics {
         }
         metric(
             "ctctl_heal_passes_total", "counter", "Heal passes run, by what triggered them.",
-            ["start", "epoch", "interval"].map { ("{trigger=\"\($0)\"}", String(passes[$0] ?? 0)) })
+            ["start", "epoch", "interval", "reload"].map { ("{trigger=\"\($0)\"}", String(passes[$0] ?? 0)) })
         metric("ctctl_heal_errors_total", "counter", "Heal passes that failed.", [("", String(errors))])
         metric(
             "ctctl_heal_entries_scanned_total", "counter", "Conntrack entries scanned by heal passes.", [("", String(scanned))])

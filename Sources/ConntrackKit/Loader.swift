@@ -175,6 +175,7 @@ public enum Loader {
     public static func unload(_ pinDir: PinDirectory) throws(CtctlError) {
         let dp = try Dataplane(pinDir, readOnly: false)
         let lock = try WriterLock(pinDir)
+        try dp.verify(holding: lock)
         let live = try Attachments.list(dp).filter { $0.state == .attached }
         if !live.isEmpty {
             let first = live[0]

@@ -219,16 +219,7 @@ public final class EntryScan {
     }
 
     func checkPinned() throws {
-        try EntryScan.checkPinned(dp, progress: "\(totals.scanned) entries scanned")
-    }
-
-    static func checkPinned(_ dp: Dataplane, progress: String) throws {
-        if !dp.stillPinned() {
-            throw CtctlError(
-                .unavailable,
-                "the dataplane at \(dp.pinDir.path) was unloaded during the pass: stopped after \(progress) (no NAT pair was left half deleted)"
-            )
-        }
+        try dp.verifyPinned(progress: "\(totals.scanned) entries scanned")
     }
 }
 
@@ -298,8 +289,9 @@ public final class Deleter {
 
     public func flush() throws {
         guard pending.count > 0 else { return }
-        // Never delete from maps that were unpinned under us (dataplane unloaded).
-        try EntryScan.checkPinned(dp, progress: "\(deletedEntries) entries deleted")
+        // Never delete from maps that were unpinned under us (dataplane unloaded or reloaded).
+        try dp.verifyPinned(progress: "\(deletedEntries) entries deleted")
+        try stager?.verifyPinned()
         var results: [UInt8] = []
         if let stager {
             stager.reset()

@@ -59,6 +59,7 @@ public enum Services {
         _ dp: Dataplane, _ ref: ServiceRef, backends: [Endpoint], lock: WriterLock, midWrite: (() -> Void)?
     ) throws(CtctlError) -> Bool {
         try validate(ref, backends: backends)
+        try dp.verify(holding: lock)
         let fk = ref.frontendKey
         let existing: ctctl_fe_value?
         do throws(Errno) { existing = try dp.natFrontend.lookup(fk, as: ctctl_fe_value.self) } catch {
@@ -107,6 +108,7 @@ public enum Services {
     /// removed service, or nil if there was none. Conntrack cleanup is the caller's
     /// (Conntrack.removeService), under the same lock.
     public static func delete(_ dp: Dataplane, _ ref: ServiceRef, lock: WriterLock) throws(CtctlError) -> Service? {
+        try dp.verify(holding: lock)
         guard let svc = try get(dp, ref) else { return nil }
         try dp.beginServiceWrite()
         defer { _ = try? dp.endServiceWrite() }

@@ -13,10 +13,12 @@ public final class Stager {
     let stageMap: BPFMap
     let slots: UnsafeMutablePointer<ctctl_stage_slot>
     let progFD: Int32
+    let progID: UInt32
     let mappedLength: Int
     public private(set) var count = 0
 
     public init(_ dp: Dataplane, lock: WriterLock) throws(CtctlError) {
+        try dp.verify(holding: lock)
         self.dp = dp
         stageMap = try BPFMap.open(dp.pinDir.pin(CTCTL_PIN_STAGE), spec: .stage, readOnly: false)
         guard stageMap.info.maxEntries == CTCTL_STAGE_SLOTS, stageMap.info.flags & UInt32(BPF_F_MMAPABLE) != 0 else {
@@ -38,6 +40,26 @@ public final class Stager {
                 throw CtctlError(.unavailable, "no program at \(path): is the dataplane loaded? (`ctctl dataplane load`)")
             }
             throw CtctlError.from(error, doing: "opening program", path: path)
+        }
+        do throws(Errno) { progID = try objectID(fd: progFD) } catch {
+            munmap(slots, mappedLength)
+            close(progFD)
+            throw CtctlError.from(error, doing: "inspecting program", path: path)
+        }
+    }
+
+    /// The stage and its program are still the ones pinned (see Dataplane.verifyPinned).
+    func verifyPinned() throws(CtctlError) {
+        let prog = dp.pinDir.pin(CTCTL_PIN_PROG_STAGE)
+        let now: (UInt32?, UInt32?)
+        do throws(Errno) { now = (try pinnedID(stageMap.path), try pinnedID(prog)) } catch {
+            throw CtctlError.from(error, doing: "checking", path: prog)
+        }
+        if now.0 != stageMap.info.id || now.1 != progID {
+            throw CtctlError(
+                .unavailable,
+                "the dataplane at \(dp.pinDir.path) was unloaded or reloaded while this command used it: nothing more was deleted; run the command again",
+                cause: .dataplaneReplaced)
         }
     }
 

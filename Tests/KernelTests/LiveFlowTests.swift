@@ -1,5 +1,6 @@
 import CLibBPF
 import Foundation
+import Logging
 import NetLab
 import Testing
 
@@ -227,5 +228,110 @@ struct LiveFlowTests {
             #expect(fwd.nat == winner && fwd.partner == rev.key && rev.partner == fwd.key && fwd.createdNs == rev.createdNs)
             #expect(fwd.packets == 11, "the loser's packet is accounted to the winner's entry")
         }
+    }
+
+    @Test("the watching heal follows a dataplane that is unloaded and loaded again, and heals the new one")
+    func daemonFollowsReload() throws {
+        let t = try TestDataplane("reload", options: .epochOff)
+        defer { t.cleanup() }
+        var config = HealDaemon.Config()
+        config.intervalNs = 3_600_000_000_000
+        config.pollNs = 10_000_000
+        let logs = LockedStream()
+        let daemon = try HealDaemon(
+            t.pins, config: config, logger: Logger(label: "test", factory: { _ in LogfmtHandler(stream: logs) }))
+        let stop = Flag()
+        let handed = Unchecked(daemon)  // runs on that thread only
+        let thread = Thread { handed.value.run { stop.isSet } }
+        thread.start()
+        defer {
+            stop.set()
+            while !thread.isFinished { Thread.sleep(forTimeInterval: 0.01) }
+        }
+        #expect(logs.waitFor("trigger=start", seconds: 5), "\(logs.text)")
+
+        try Loader.unload(t.pins)
+        try Loader.load(t.pins, options: .epochOff)
+        let fresh = try Dataplane(t.pins, readOnly: false)
+        // the incident, in the new dataplane
+        let client = Endpoint("198.18.1.2:40000")!
+        let vip = Endpoint("198.19.0.10:161")!
+        #expect(try fresh.runTC(Packets.udp(client, vip)).verdict == TCRun.ok)
+        try Services.set(fresh, ServiceRef("\(vip)/udp")!, backends: [Endpoint("198.18.2.2:1161")!], lock: WriterLock(t.pins))
+        let key = FlowKey(proto: .udp, src: client, dst: vip)
+        let deadline = Date().addingTimeInterval(3)
+        while try Conntrack.lookup(fresh, key) != nil && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(try Conntrack.lookup(fresh, key) == nil, "the stuck entry in the reloaded dataplane was healed: \(logs.text)")
+        #expect(logs.text.contains("dataplane reloaded") || logs.text.contains("dataplane is back"), "\(logs.text)")
+    }
+
+    @Test("a writer that waited for the lock while the dataplane was reloaded writes nothing and says so")
+    func writerAcrossReload() throws {
+        let t = try TestDataplane("lockwait")
+        defer { t.cleanup() }
+        var held: WriterLock? = try t.lock()
+        let result = Box<CommandResult>()
+        let writer = Thread {
+            result.value = ctctl([
+                "service", "set", "198.19.0.10:161/udp", "--backend", "198.18.2.2:1161", "--pin-dir", t.pins.path,
+            ])
+        }
+        writer.start()
+        Thread.sleep(forTimeInterval: 0.3)  // the writer has opened the maps and waits for the lock
+        // unloaded and loaded again while the lock is held (by a heal pass, say)
+        for pin in Loader.allPins { unlink(t.pins.pin(pin)) }
+        rmdir(t.pins.path)
+        try Loader.load(t.pins, options: LoadOptions())
+        held = nil
+        let deadline = Date().addingTimeInterval(10)
+        while !writer.isFinished && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        let r = try #require(result.value)
+        #expect(r.status == 69, "\(r.err)")
+        #expect(r.err.contains("loaded again") && r.err.contains("run the command again"), "\(r.err)")
+        #expect(try Services.list(try Dataplane(t.pins, readOnly: true)).isEmpty, "the new dataplane has no service")
+        _ = held
+    }
+}
+
+/// A stop flag shared with a thread.
+final class Flag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool { lock.withLock { value } }
+    func set() { lock.withLock { value = true } }
+}
+
+/// A value handed to another thread that alone uses it from then on.
+struct Unchecked<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
+/// A value handed back by a thread.
+final class Box<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: T?
+    var value: T? {
+        get { lock.withLock { stored } }
+        set { lock.withLock { stored = newValue } }
+    }
+}
+
+/// Log output captured from another thread.
+final class LockedStream: TextStream, @unchecked Sendable {
+    private let lock = NSLock()
+    private var bytes: [UInt8] = []
+    func write(_ s: String) { lock.withLock { bytes.append(contentsOf: s.utf8) } }
+    func write(bytes b: UnsafeRawBufferPointer) { lock.withLock { bytes.append(contentsOf: b) } }
+    func flush() {}
+    var text: String { lock.withLock { String(decoding: bytes, as: UTF8.self) } }
+
+    func waitFor(_ what: String, seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if text.contains(what) { return true }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        return false
     }
 }
