@@ -291,6 +291,43 @@ struct LiveFlowTests {
         #expect(try Services.list(try Dataplane(t.pins, readOnly: true)).isEmpty, "the new dataplane has no service")
         _ = held
     }
+
+    @Test("a stopped pass stops within one batch: no ledger resolved, no fallback scan, nothing judged after the stop")
+    func stopWithinOneBatch() throws {
+        var o = LoadOptions.epochOff
+        o.ctSize = 65536
+        try withDataplane("stopledger", options: o) { t in
+            try t.setService("198.19.0.10:161/udp", ["198.18.2.2:1161"])
+            // three batches of forward halves whose reverse half is gone, past the grace period
+            let old = Timestamp.monotonicNow() - 60_000_000_000
+            let svc = ServiceRef("198.19.0.10:161/udp")!
+            for i in 0..<20_000 {
+                let p = BenchFill.natPair(
+                    svc, client: Endpoint("198.18.\(10 + i / 250).\(i % 250 + 1):40000")!, backend: Endpoint("198.18.2.2:1161")!,
+                    created: old, lastSeen: Timestamp.monotonicNow(), epoch: try t.dp.epoch())
+                try t.dp.ct.update(p.fwdKey, p.fwd)
+            }
+            let judge = StaleJudge(view: try ServiceView.read(t.dp), timeouts: t.dp.timeouts, now: Timestamp.monotonicNow())
+            // a ledger this small overflows: without the stop, a second pass would find them all
+            let full = EntryScan(t.dp, filter: ConntrackFilter(), judge: judge, ledgerBits: 6)
+            var all = 0
+            try full.run { _, _ in all += 1 }
+            #expect(all == 20_000)
+
+            let scan = EntryScan(t.dp, filter: ConntrackFilter(), judge: judge, ledgerBits: 6)
+            var checks = 0
+            var emitted = 0
+            scan.shouldStop = {
+                checks += 1
+                return true  // a signal arrived during the first batch
+            }
+            try scan.run { _, _ in emitted += 1 }
+            #expect(scan.stopped)
+            #expect(checks == 1, "asked once, after the first batch, and stopped there")
+            #expect(scan.totals.scanned <= 8192, "one batch read")
+            #expect(emitted == 0, "half pairs are named only once the whole map is read")
+        }
+    }
 }
 
 /// A stop flag shared with a thread.
