@@ -15,11 +15,16 @@ struct Options: Sendable {
     var bpftoolJSONMax = 4_000_000
     /// Load and fill one map at this pin directory, leave it there, and exit (for profiling).
     var fillOnly: String?
+    /// The datapath built without the reverse-half check (CTCTL_BENCH_NO_REVERSE_REPAIR), to
+    /// measure what the check costs on a NAT forward hit.
+    var noRepairObject: String?
+    /// Only the datapath section (no map sizes).
+    var datapathOnly = false
 }
 
 func usage() -> Never {
     print(
-        "usage: ctctl-bench --ctctl PATH --floor PATH --runner PATH [--entries 100000,1000000] [--runs 5] [--write-doc docs/PERFORMANCE.md] [--bpftool-json-max N]"
+        "usage: ctctl-bench --ctctl PATH --floor PATH --runner PATH [--entries 100000,1000000] [--runs 5] [--write-doc docs/PERFORMANCE.md] [--bpftool-json-max N] [--fill-only DIR] [--no-repair-object PATH] [--datapath-only]"
     )
     exit(64)
 }
@@ -37,10 +42,12 @@ func parseOptions() -> Options {
         case "--write-doc": o.writeDoc = it.next()
         case "--bpftool-json-max": o.bpftoolJSONMax = Int(it.next() ?? "") ?? o.bpftoolJSONMax
         case "--fill-only": o.fillOnly = it.next()
+        case "--no-repair-object": o.noRepairObject = it.next()
+        case "--datapath-only": o.datapathOnly = true
         default: usage()
         }
     }
-    if o.ctctl.isEmpty || o.floor.isEmpty || o.runner.isEmpty || o.sizes.isEmpty { usage() }
+    if !o.datapathOnly && (o.ctctl.isEmpty || o.floor.isEmpty || o.runner.isEmpty || o.sizes.isEmpty) { usage() }
     return o
 }
 
@@ -224,14 +231,36 @@ final class SizeBench {
 /// call (a rewriting path never sees its own output), timed by the kernel's run-time
 /// statistics (bpf_enable_stats: run_time_ns / run_cnt of the program).
 final class DatapathBench {
-    struct Result {
-        let path: String
-        let on: Double
-        let off: Double
+    /// One dataplane the paths are measured on.
+    struct Variant {
+        let name: String
+        let epoch: Bool
+        let object: String?
     }
 
-    let rounds = 7
+    struct Result {
+        let path: String
+        /// ns per packet, by variant name (median of the rounds)
+        let ns: [String: Double]
+        /// each variant's cost over the current one's, paired per round (median of the rounds)
+        let ratio: [String: Double]
+    }
+
+    static let current = "current"
+    static let epochOff = "epoch check off"
+    static let noRepair = "no reverse check"
+    let rounds = 11
     let packetsPerRound = 20_000
+    let variants: [Variant]
+
+    init(noRepairObject: String?) {
+        var v = [
+            Variant(name: DatapathBench.current, epoch: true, object: nil),
+            Variant(name: DatapathBench.epochOff, epoch: false, object: nil),
+        ]
+        if let noRepairObject { v.append(Variant(name: DatapathBench.noRepair, epoch: true, object: noRepairObject)) }
+        variants = v
+    }
 
     func progStats(_ fd: Int32) -> (UInt64, UInt64) {
         var info = bpf_prog_info()
@@ -268,58 +297,71 @@ final class DatapathBench {
         return f
     }
 
+    static let paths = [
+        "conntrack hit, normal entry", "conntrack hit, NAT forward (DNAT)", "conntrack hit, NAT reverse (reply)",
+        "miss, new NAT pair written",
+    ]
+
     func run() throws -> [Result] {
         let statsFD = bpf_enable_stats(BPF_STATS_RUN_TIME)
         guard statsFD >= 0 else { throw CtctlError(.software, "bpf_enable_stats failed: \(Errno(-statsFD))") }
         defer { close(statsFD) }
-        var loaded: [(Bool, PinDirectory, Dataplane)] = []
+        var loaded: [(String, PinDirectory, Dataplane)] = []
         defer { for (_, p, _) in loaded { try? Loader.unload(p) } }
-        for epoch in [true, false] {
+        for (i, v) in variants.enumerated() {
             var o = LoadOptions()
-            o.serviceEpoch = epoch
+            o.serviceEpoch = v.epoch
             o.ctSize = 1 << 20
-            let p = PinDirectory("/sys/fs/bpf/ctctl-bench-dp-\(getpid())-\(epoch ? "on" : "off")")
-            try Loader.load(p, options: o)
+            let p = PinDirectory("/sys/fs/bpf/ctctl-bench-dp-\(getpid())-\(i)")
+            try Loader.load(p, options: o, objectPath: v.object)
             let dp = try Dataplane(p, readOnly: false)
             try Services.set(
                 dp, ServiceRef("198.19.0.10:161/udp")!, backends: [Endpoint("198.18.2.2:1161")!, Endpoint("198.18.3.2:1161")!],
                 lock: WriterLock(p))
-            loaded.append((epoch, p, dp))
+            loaded.append((v.name, p, dp))
         }
         let client = Endpoint("198.18.1.2:40000")!
         let vip = Endpoint("198.19.0.10:161")!
         let host = Endpoint("198.18.9.9:53")!
-        var samples: [String: [Bool: [Double]]] = [:]
+        var samples: [String: [String: [Double]]] = [:]
         var missPort = 1024
-        for _ in 0..<rounds {
-            for (epoch, _, dp) in loaded {
-                // set up the entries the hit paths use (first packet creates them)
-                _ = try perPacket(dp, [DatapathBench.udp(client, host), DatapathBench.udp(client, vip)])
-                samples["conntrack hit, normal entry", default: [:]][epoch, default: []]
-                    .append(try perPacket(dp, Array(repeating: DatapathBench.udp(client, host), count: packetsPerRound)))
-                samples["conntrack hit, NAT forward (DNAT)", default: [:]][epoch, default: []]
-                    .append(try perPacket(dp, Array(repeating: DatapathBench.udp(client, vip), count: packetsPerRound)))
-                let backend =
-                    try Conntrack.lookup(dp, FlowKey(proto: .udp, src: client, dst: vip))?.nat ?? Endpoint("198.18.2.2:1161")!
-                samples["conntrack hit, NAT reverse (reply)", default: [:]][epoch, default: []]
-                    .append(try perPacket(dp, Array(repeating: DatapathBench.udp(backend, client), count: packetsPerRound)))
-                var misses: [[UInt8]] = []
-                for _ in 0..<(packetsPerRound / 4) {
-                    missPort += 1
-                    misses.append(
-                        DatapathBench.udp(
-                            Endpoint(
-                                address: IPAddress("198.18.\(100 + missPort / 60000).\(missPort % 250 + 1)")!,
-                                port: UInt16(1024 + missPort % 60000)), vip))
+        // the packets of each path; the variants of one path are measured back to back, in
+        // an order that turns every round, so that what they are compared with is near in time
+        var backend = Endpoint("198.18.2.2:1161")!
+        for (_, _, dp) in loaded {
+            // the entries the hit paths use (first packet creates them)
+            _ = try perPacket(dp, [DatapathBench.udp(client, host), DatapathBench.udp(client, vip)])
+            backend = try Conntrack.lookup(dp, FlowKey(proto: .udp, src: client, dst: vip))?.nat ?? backend
+        }
+        for round in 0..<rounds {
+            var misses: [[UInt8]] = []
+            for _ in 0..<(packetsPerRound / 4) {
+                missPort += 1
+                misses.append(
+                    DatapathBench.udp(
+                        Endpoint(
+                            address: IPAddress("198.18.\(100 + missPort / 60000).\(missPort % 250 + 1)")!,
+                            port: UInt16(1024 + missPort % 60000)), vip))
+            }
+            let packets: [[[UInt8]]] = [
+                Array(repeating: DatapathBench.udp(client, host), count: packetsPerRound),
+                Array(repeating: DatapathBench.udp(client, vip), count: packetsPerRound),
+                Array(repeating: DatapathBench.udp(backend, client), count: packetsPerRound), misses,
+            ]
+            for (i, path) in DatapathBench.paths.enumerated() {
+                for k in 0..<loaded.count {
+                    let (name, _, dp) = loaded[(k + round) % loaded.count]
+                    samples[path, default: [:]][name, default: []].append(try perPacket(dp, packets[i]))
                 }
-                samples["miss, new NAT pair written", default: [:]][epoch, default: []].append(try perPacket(dp, misses))
             }
         }
-        return [
-            "conntrack hit, normal entry", "conntrack hit, NAT forward (DNAT)", "conntrack hit, NAT reverse (reply)",
-            "miss, new NAT pair written",
-        ]
-        .map { Result(path: $0, on: median(samples[$0]![true]!), off: median(samples[$0]![false]!)) }
+        return DatapathBench.paths.map { path in
+            let s = samples[path]!
+            let current = s[DatapathBench.current]!
+            return Result(
+                path: path, ns: s.mapValues(median),
+                ratio: s.mapValues { other in median(zip(current, other).map { $0 / $1 }) })
+        }
     }
 }
 
@@ -355,7 +397,7 @@ if let dir = opts.fillOnly {
 }
 
 var benches: [SizeBench] = []
-for n in opts.sizes {
+for n in opts.datapathOnly ? [] : opts.sizes {
     let b = SizeBench(n)
     do { try b.run() } catch {
         FileHandle.standardError.write("ctctl-bench: N=\(n): \(error)\n".data(using: .utf8)!)
@@ -365,7 +407,7 @@ for n in opts.sizes {
 }
 FileHandle.standardError.write("datapath...\n".data(using: .utf8)!)
 let datapath: [DatapathBench.Result]
-do { datapath = try DatapathBench().run() } catch {
+do { datapath = try DatapathBench(noRepairObject: opts.noRepairObject).run() } catch {
     FileHandle.standardError.write("ctctl-bench: datapath: \(error)\n".data(using: .utf8)!)
     exit(1)
 }
@@ -411,16 +453,30 @@ for b in benches {
 emit()
 emit("### Datapath, per packet")
 emit()
-emit("| path | epoch check on | epoch check off | on / off |")
-emit("| --- | --- | --- | --- |")
+let withRepair = opts.noRepairObject != nil
+emit(
+    "| path | current | epoch check off | epoch check: current / off (paired) |"
+        + (withRepair ? " without the reverse-half check | reverse check: current / without (paired) |" : ""))
+emit("| --- | --- | --- | --- |" + (withRepair ? " --- | --- |" : ""))
 for d in datapath {
-    emit(String(format: "| %@ | %.1f ns | %.1f ns | %.3f |", d.path, d.on, d.off, d.on / d.off))
+    let on = d.ns[DatapathBench.current]!
+    let off = d.ns[DatapathBench.epochOff]!
+    let epochRatio = d.ratio[DatapathBench.epochOff]!
+    var line = String(format: "| %@ | %.1f ns | %.1f ns | %.3f |", d.path, on, off, epochRatio)
+    if let bare = d.ns[DatapathBench.noRepair] {
+        line += String(format: " %.1f ns | %.3f |", bare, d.ratio[DatapathBench.noRepair]!)
+    }
+    emit(line)
     if d.path.hasPrefix("conntrack hit") {
         verdicts.append(
             (
-                String(format: "%@: epoch check costs %+.1f%% (target <= 5%%)", d.path, (d.on / d.off - 1) * 100),
-                d.on / d.off <= 1.05
+                String(format: "%@: epoch check costs %+.1f%% (target <= 5%%)", d.path, (epochRatio - 1) * 100),
+                epochRatio <= 1.05
             ))
+    }
+    if d.path == DatapathBench.paths[1], let r = d.ratio[DatapathBench.noRepair] {
+        verdicts.append(
+            (String(format: "%@: the reverse-half check costs %+.1f%% (target <= 10%%)", d.path, (r - 1) * 100), r <= 1.10))
     }
 }
 emit()

@@ -328,6 +328,45 @@ struct LiveFlowTests {
             #expect(emitted == 0, "half pairs are named only once the whole map is read")
         }
     }
+
+    @Test(
+        "a reverse half lost alone is restored by the next forward packet after a pause; replies stay translated",
+        arguments: Plan.all)
+    func reverseRestored(_ p: Plan) throws {
+        try withDataplane("revrestore") { t in
+            try t.setService(p.service, [p.backend1])
+            _ = try t.run(p.packet(p.client, p.vip))
+            let pair = try #require(try t.entry(p.proto, p.client, p.vip))
+            // the flow pauses (a poll interval): the next forward packet checks its reverse half
+            func pause() throws { try t.rewrite(p.proto, p.client, p.vip) { $0.last_seen_ns -= 20_000_000 } }
+            // evicted (LRU) or deleted: the reverse half alone
+            #expect(try t.dp.ct.delete(pair.partner!.raw))
+            try pause()
+            _ = try t.run(p.packet(p.client, p.vip))
+            let rev = try #require(try t.entry(p.proto, p.backend1, p.client), "restored on the next forward packet")
+            #expect(rev.type == .natReverse && rev.partner == pair.key && rev.createdNs == pair.createdNs, "the same pair")
+            #expect(try t.counter("reverse_restored") == 1)
+            let reply = p.packet(p.backend1, p.client)
+            try expectFrame(try t.run(reply), src: p.ep(p.vip), dst: p.ep(p.client), payloadFrom: reply)
+
+            // lost, and a reply came meanwhile: it left untranslated and made a normal entry on
+            // the reverse key; the next forward packet replaces that with the reverse half
+            #expect(try t.dp.ct.delete(pair.partner!.raw))
+            _ = try t.run(reply)
+            #expect(try t.entry(p.proto, p.backend1, p.client)?.type == .normal)
+            try pause()
+            _ = try t.run(p.packet(p.client, p.vip))
+            #expect(try t.entry(p.proto, p.backend1, p.client)?.type == .natReverse)
+            try expectFrame(try t.run(reply), src: p.ep(p.vip), dst: p.ep(p.client), payloadFrom: reply)
+            #expect(try t.counter("reverse_restored") == 2)
+            #expect(try t.entries().count == 2)
+
+            // a busy flow (no pause) checks on every 8th packet
+            #expect(try t.dp.ct.delete(pair.partner!.raw))
+            for _ in 0..<8 { _ = try t.run(p.packet(p.client, p.vip)) }
+            #expect(try t.counter("reverse_restored") == 3)
+        }
+    }
 }
 
 /// A stop flag shared with a thread.

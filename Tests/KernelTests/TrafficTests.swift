@@ -1,4 +1,5 @@
 import ConntrackKit
+import Foundation
 import NetLab
 import Testing
 
@@ -43,6 +44,39 @@ struct TrafficTests {
             for ns in [topo.client, topo.backend1] {
                 #expect(try udpChecksumErrors(ns) == 0, "checksum errors in \(ns)")
             }
+        }
+    }
+
+    @Test(
+        "a reverse half deleted under live traffic is restored by the next request after a pause: every reply comes from the VIP")
+    func reverseRestoredUnderTraffic() throws {
+        let topo = try Topology("revlive")
+        defer { topo.cleanup() }
+        try withDataplane("revlive") { t in
+            let lock = try t.lock()
+            for ifname in ["nc", "nb1", "nb2"] { try Attachments.attach(t.dp, ifname: ifname, netns: topo.node, lock: lock) }
+            let vip = Endpoint(Topology.vipV4 + ":161")!
+            let backend = Endpoint(Topology.backendV4[0] + ":1161")!
+            try Services.set(t.dp, ServiceRef(vip: vip, proto: .udp), backends: [backend], lock: lock)
+            let server = try UDPSocket(netns: topo.backend1, bind: Endpoint("0.0.0.0:1161")!)
+            let client = try UDPSocket(netns: topo.client, bind: Endpoint(Topology.clientV4 + ":40000")!)
+            let reverseKey = FlowKey(proto: .udp, src: backend, dst: Endpoint(Topology.clientV4 + ":40000")!).raw
+            var deleted = 0
+            for i in 0..<40 {
+                if i % 10 == 5 {
+                    // the reverse half goes (as under LRU pressure), between a reply and the next request
+                    if try t.dp.ct.delete(reverseKey) { deleted += 1 }
+                }
+                Thread.sleep(forTimeInterval: 0.012)  // a poller's interval: more than 10 ms between requests
+                try client.send(Array("poll-\(i)".utf8), to: vip)
+                let got = try #require(server.receive(timeoutMs: 2000), "request \(i) reached the backend")
+                try server.send(Array("ack-\(i)".utf8), to: got.from)
+                let reply = try #require(client.receive(timeoutMs: 2000), "reply \(i) came back")
+                #expect(reply.from == vip, "reply \(i) comes from the VIP, not the backend")
+            }
+            #expect(deleted == 4)
+            #expect(try t.counter("reverse_restored") == 4)
+            #expect(try t.counter("nat_pair_created") == 1, "the same pair all along")
         }
     }
 }

@@ -166,4 +166,27 @@ static __always_inline int ctctl_create_pair(const struct ctctl_ct_key *key,
 	return 0;
 }
 
+/* Write the reverse half of the forward half `v` (under `key`) again: the same
+ * pair, the same created time, as if create_pair had just written it. Only if
+ * the reverse key is free (BPF_NOEXIST): another CPU may restore it too. */
+static __always_inline int ctctl_restore_reverse(const struct ctctl_ct_key *key,
+						 const struct ctctl_ct_value *v, __u64 now)
+{
+	struct ctctl_ct_value *r = ctctl_scratch_get();
+	struct ctctl_ct_key rkey = v->partner;
+
+	if (!r)
+		return -1;
+	*r = *v;
+	r->type = CTCTL_CT_NAT_REV;
+	r->last_seen_ns = now;
+	r->packets = 0;
+	r->bytes = 0;
+	r->flags = 0;
+	r->nat_port = v->svc_port;
+	__builtin_memcpy(r->nat_addr, v->svc_addr, 16);
+	r->partner = *key;
+	return bpf_map_update_elem(&ct, &rkey, r, BPF_NOEXIST);
+}
+
 #endif /* CTCTL_LIB_CONNTRACK_H */

@@ -37,6 +37,47 @@ static __always_inline int ctctl_apply(struct __sk_buff *skb, const struct ctctl
 	return TC_ACT_OK;
 }
 
+/* On a forward hit: is the reverse half still there? LRU eviction (or a
+ * delete) can take it alone, and then every reply leaves untranslated, from the
+ * backend's address, until something repairs the pair: restore it from the
+ * forward half, on this packet. A normal entry on the reverse key (a reply that
+ * came while the half was missing) or an old reverse half of this same flow is
+ * replaced; a reverse half of another NAT flow (two services sharing a backend
+ * and a client port) is left alone and counted.
+ *
+ * The check is a hash lookup, as costly as the hit's own (measured: +27% on a
+ * forward hit), so it runs on the first packet after the flow was quiet for
+ * CTCTL_REVERSE_CHECK_GAP_NS, where a reply is due, and on every
+ * CTCTL_REVERSE_CHECK_EVERY-th packet of a busy flow. The lookup also keeps a
+ * one-way flow's reverse half recently used, so LRU evicts it less. */
+#define CTCTL_REVERSE_CHECK_GAP_NS 10000000ull /* 10 ms */
+#define CTCTL_REVERSE_CHECK_EVERY 8
+static __always_inline void ctctl_check_reverse(const struct ctctl_ct_key *key,
+						const struct ctctl_ct_value *v,
+						struct ctctl_counters *cnt, __u64 now)
+{
+#ifndef CTCTL_BENCH_NO_REVERSE_REPAIR
+	if (now - v->last_seen_ns < CTCTL_REVERSE_CHECK_GAP_NS &&
+	    (v->packets & (CTCTL_REVERSE_CHECK_EVERY - 1)))
+		return;
+	struct ctctl_ct_key rkey = v->partner;
+	struct ctctl_ct_value *pv = bpf_map_lookup_elem(&ct, &rkey);
+
+	if (pv) {
+		if (ctctl_is_partner(pv, key, CTCTL_CT_NAT_FWD, v->created_ns))
+			return;
+		if (pv->type != CTCTL_CT_NORMAL &&
+		    !(pv->type == CTCTL_CT_NAT_REV && ctctl_key_eq(&pv->partner, key))) {
+			cnt->c[CTCTL_CNT_REVERSE_CONFLICT]++;
+			return;
+		}
+		ctctl_delete_if(&rkey, pv->type, pv->created_ns);
+	}
+	if (ctctl_restore_reverse(key, v, now) == 0)
+		cnt->c[CTCTL_CNT_REVERSE_RESTORED]++;
+#endif
+}
+
 /* Another CPU created this flow's entry between our lookup and our insert
  * (BPF_NOEXIST failed): this packet goes by the winner's entry, as a hit. */
 static __always_inline int ctctl_use_winner(struct __sk_buff *skb, const struct ctctl_pkt *p,
@@ -170,6 +211,7 @@ static __always_inline int ctctl_recheck_fwd(struct __sk_buff *skb, const struct
 		return ctctl_drop_inactive(cnt, fe);
 	if (fe && ctctl_backend_is_member(fe, v->nat_addr, v->nat_port, p->key.family)) {
 		WRITE_ONCE(v->epoch, epoch);
+		ctctl_check_reverse(&p->key, v, cnt, now);
 		return ctctl_apply(skb, p, cnt, v, now);
 	}
 	ctctl_delete_if(&p->key, CTCTL_CT_NAT_FWD, old_created);
@@ -232,6 +274,8 @@ static __always_inline int ctctl_handle(struct __sk_buff *skb)
 			return v->type == CTCTL_CT_NAT_FWD
 				       ? ctctl_recheck_fwd(skb, &p, cnt, v, now)
 				       : ctctl_recheck_normal(skb, &p, cnt, v, now);
+		if (v->type == CTCTL_CT_NAT_FWD)
+			ctctl_check_reverse(&p.key, v, cnt, now);
 		return ctctl_apply(skb, &p, cnt, v, now);
 	}
 
