@@ -114,10 +114,12 @@ public enum Loader {
         ret = bpf_object__load(obj)
         if ret != 0 {
             let e = Errno(-ret)
-            if e.isPermission {
+            let log = libbpfLogTail()
+            // the verifier also answers EACCES: its log says so, a missing capability does not
+            if e.isPermission && !log.contains("PROG LOAD LOG") {
                 throw CtctlError(.noPermission, "permission denied loading the dataplane: \(CtctlError.privilegeHint)")
             }
-            throw CtctlError(.software, "the kernel refused the dataplane (\(e)): \(libbpfLogTail())")
+            throw CtctlError(.software, "the kernel refused the dataplane (\(e)): \(log)")
         }
 
         let created = mkdir(pinDir.path, 0o700) == 0

@@ -1,5 +1,6 @@
 import ConntrackKit
 import Foundation
+import Glibc
 
 /// What a finished command printed, and how it exited.
 public struct CommandResult: Sendable {
@@ -59,7 +60,11 @@ public struct TopologyError: Error, CustomStringConvertible {
 ///
 ///   client (eth0) <-> (nc) node (nb1) <-> (eth0) backend1
 ///                             (nb2) <-> (eth0) backend2
+///                             (nb3) <-> (eth0) router (eth1) <-> (eth0) backend3   (withRouter)
 ///
+/// With a router, the link between the router and backend3 has an MTU of 1280 (the IPv6
+/// minimum), the others 1500: a larger packet to backend3 makes the router answer with
+/// fragmentation-needed (IPv4) or packet-too-big (IPv6).
 /// The node forwards; the dataplane attaches to nc and nb1/nb2 ingress. Addresses are
 /// 198.18.0.0/15 and 2001:db8::/32 only, inside these namespaces.
 ///
@@ -75,21 +80,32 @@ public final class Topology {
     public let node: String
     public let backend1: String
     public let backend2: String
+    /// withRouter only.
+    public let router: String
+    public let backend3: String
+    public let withRouter: Bool
     private var created: [String] = []
 
     public static let clientV4 = "198.18.1.2", clientV6 = "2001:db8:1::2"
     public static let vipV4 = "198.19.0.10", vipV6 = "2001:db8:ff::10"
     public static let backendV4 = ["198.18.2.2", "198.18.3.2"], backendV6 = ["2001:db8:2::2", "2001:db8:3::2"]
+    /// withRouter: the router's address towards the node, and backend3 behind it.
+    public static let routerV4 = "198.18.4.2", routerV6 = "2001:db8:4::2"
+    public static let backend3V4 = "198.18.5.2", backend3V6 = "2001:db8:5::2"
+    public static let farMTU = 1280
 
     public let partialChecksums: Bool
 
-    public init(_ tag: String, partialChecksums: Bool = true) throws {
+    public init(_ tag: String, partialChecksums: Bool = true, withRouter: Bool = false) throws {
         self.partialChecksums = partialChecksums
+        self.withRouter = withRouter
         id = "ctctl-\(getpid())-\(tag)-\(String(UInt32.random(in: 0..<UInt32.max), radix: 36))"
         client = id + "-client"
         node = id + "-node"
         backend1 = id + "-be1"
         backend2 = id + "-be2"
+        router = id + "-rt"
+        backend3 = id + "-be3"
         do {
             try build()
         } catch {
@@ -99,7 +115,7 @@ public final class Topology {
     }
 
     private func build() throws {
-        for ns in [client, node, backend1, backend2] {
+        for ns in [client, node, backend1, backend2] + (withRouter ? [router, backend3] : []) {
             try sh(["ip", "netns", "add", ns])
             created.append(ns)
             try sh(["ip", "-n", ns, "link", "set", "lo", "up"])
@@ -128,6 +144,37 @@ public final class Topology {
         try sh([
             "ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1",
             "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
+            "net.ipv6.conf.all.forwarding=1",
+        ])
+        if withRouter { try buildRouter() }
+    }
+
+    /// node (nb3) <-> (eth0) router (eth1) <-> (eth0) backend3, the last link with MTU 1280.
+    private func buildRouter() throws {
+        try sh(["ip", "-n", node, "link", "add", "nb3", "type", "veth", "peer", "name", "eth0", "netns", router])
+        try sh(["ip", "-n", router, "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", backend3])
+        let addrs: [(String, String, String, String)] = [
+            (node, "nb3", "198.18.4.1/24", "2001:db8:4::1/64"), (router, "eth0", "198.18.4.2/24", "2001:db8:4::2/64"),
+            (router, "eth1", "198.18.5.1/24", "2001:db8:5::1/64"), (backend3, "eth0", "198.18.5.2/24", "2001:db8:5::2/64"),
+        ]
+        for (ns, ifname, v4, v6) in addrs {
+            try sh(["ip", "-n", ns, "addr", "add", v4, "dev", ifname])
+            try sh(["ip", "-n", ns, "addr", "add", v6, "dev", ifname, "nodad"])
+            if ns != node && (ns == backend3 || ifname == "eth1") {
+                try sh(["ip", "-n", ns, "link", "set", ifname, "mtu", String(Topology.farMTU)])
+            }
+            try sh(["ip", "-n", ns, "link", "set", ifname, "up"])
+            try sh(["ip", "netns", "exec", ns, "ethtool", "-K", ifname, "tx", "off", "rx", "off"])
+        }
+        try sh(["ip", "-n", node, "route", "add", "198.18.5.0/24", "via", "198.18.4.2"])
+        try sh(["ip", "-n", node, "-6", "route", "add", "2001:db8:5::/64", "via", "2001:db8:4::2"])
+        try sh(["ip", "-n", router, "route", "add", "default", "via", "198.18.4.1"])
+        try sh(["ip", "-n", router, "-6", "route", "add", "default", "via", "2001:db8:4::1"])
+        try sh(["ip", "-n", backend3, "route", "add", "default", "via", "198.18.5.1"])
+        try sh(["ip", "-n", backend3, "-6", "route", "add", "default", "via", "2001:db8:5::1"])
+        try sh(["ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.conf.nb3.rp_filter=0"])
+        try sh([
+            "ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
             "net.ipv6.conf.all.forwarding=1",
         ])
     }
@@ -184,6 +231,38 @@ public final class UDPSocket {
         return withUnsafePointer(to: &sa) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
         }
+    }
+
+    /// connect(2): sends go to `dst`, and ICMP errors about them come back as errors.
+    public func connect(to dst: Endpoint) throws {
+        let rc = UDPSocket.withSockaddr(dst) { Glibc.connect(fd, $0, $1) }
+        guard rc == 0 else { throw TopologyError(message: "connect \(dst): errno \(errno)") }
+    }
+
+    /// Path-MTU discovery on: the don't-fragment bit set, never fragmented locally.
+    public func setDontFragment() {
+        var on: Int32 = 2  // IP_PMTUDISC_DO / IPV6_PMTUDISC_DO
+        if v6 {
+            setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_MTU_DISCOVER, &on, socklen_t(MemoryLayout<Int32>.size))
+        } else {
+            setsockopt(fd, Int32(IPPROTO_IP), IP_MTU_DISCOVER, &on, socklen_t(MemoryLayout<Int32>.size))
+        }
+    }
+
+    /// send(2) on a connected socket: 0, or the errno.
+    public func send(_ payload: [UInt8]) -> Int32 {
+        let n = payload.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) }
+        return n < 0 ? errno : 0
+    }
+
+    /// Waits (bounded) for what a connected socket reports next: nil for a datagram or a
+    /// timeout, or the errno of an error the kernel queued (ECONNREFUSED ...).
+    public func pendingError(timeoutMs: Int32) -> Int32? {
+        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&pfd, 1, timeoutMs) == 1 else { return nil }
+        var buf = [UInt8](repeating: 0, count: 2048)
+        let n = recv(fd, &buf, buf.count, Int32(MSG_DONTWAIT))
+        return n < 0 ? errno : nil
     }
 
     public func send(_ payload: [UInt8], to dst: Endpoint) throws {

@@ -79,6 +79,67 @@ struct TrafficTests {
             #expect(try t.counter("nat_pair_created") == 1, "the same pair all along")
         }
     }
+
+    @Test("a connected client gets ECONNREFUSED when the backend has no listener", arguments: [false, true])
+    func connectionRefused(v6: Bool) throws {
+        let topo = try Topology(v6 ? "refused6" : "refused4")
+        defer { topo.cleanup() }
+        try withDataplane("refused") { t in
+            let lock = try t.lock()
+            for ifname in ["nc", "nb1", "nb2"] { try Attachments.attach(t.dp, ifname: ifname, netns: topo.node, lock: lock) }
+            let vip = Endpoint((v6 ? "[\(Topology.vipV6)]" : Topology.vipV4) + ":161")!
+            let backend = Endpoint((v6 ? "[\(Topology.backendV6[0])]" : Topology.backendV4[0]) + ":1161")!
+            try Services.set(t.dp, ServiceRef(vip: vip, proto: .udp), backends: [backend], lock: lock)
+            let client = try UDPSocket(
+                netns: topo.client, bind: Endpoint((v6 ? "[\(Topology.clientV6)]" : Topology.clientV4) + ":40000")!)
+            try client.connect(to: vip)
+            // nothing listens on the backend's port: its kernel answers port unreachable
+            var refused = false
+            for _ in 0..<3 where !refused {
+                #expect(client.send(Array("poll".utf8)) == 0)
+                refused = client.pendingError(timeoutMs: 1000) == ECONNREFUSED
+            }
+            #expect(refused, "the client's socket learned that the port is closed")
+            #expect(try t.counter("icmp_error_translated") >= 1)
+        }
+    }
+
+    @Test(
+        "a router's fragmentation-needed or packet-too-big reaches the client: its kernel learns the path MTU to the VIP",
+        arguments: [false, true])
+    func pathMTU(v6: Bool) throws {
+        let topo = try Topology(v6 ? "pmtu6" : "pmtu4", withRouter: true)
+        defer { topo.cleanup() }
+        try withDataplane("pmtu") { t in
+            let lock = try t.lock()
+            for ifname in ["nc", "nb3"] { try Attachments.attach(t.dp, ifname: ifname, netns: topo.node, lock: lock) }
+            let vipAddr = v6 ? Topology.vipV6 : Topology.vipV4
+            let vip = Endpoint((v6 ? "[\(vipAddr)]" : vipAddr) + ":161")!
+            let backend = Endpoint((v6 ? "[\(Topology.backend3V6)]" : Topology.backend3V4) + ":1161")!
+            try Services.set(t.dp, ServiceRef(vip: vip, proto: .udp), backends: [backend], lock: lock)
+            let client = try UDPSocket(
+                netns: topo.client, bind: Endpoint((v6 ? "[\(Topology.clientV6)]" : Topology.clientV4) + ":40000")!)
+            try client.connect(to: vip)
+            client.setDontFragment()
+            func routeMTU() throws -> String {
+                try sh(["ip", "-n", topo.client] + (v6 ? ["-6"] : []) + ["route", "get", vipAddr])
+            }
+            #expect(!(try routeMTU()).contains("mtu \(Topology.farMTU)"))
+            // larger than the router's far link: the router answers, from its own address
+            var learned = false
+            for _ in 0..<3 where !learned {
+                _ = client.send([UInt8](repeating: 0x5a, count: 1400))
+                Thread.sleep(forTimeInterval: 0.3)
+                learned = try routeMTU().contains("mtu \(Topology.farMTU)")
+            }
+            let route = try routeMTU()
+            #expect(learned, "the client's kernel accepted the translated error: \(route)")
+            #expect(try t.counter("icmp_error_translated") >= 1)
+            #expect(
+                client.send([UInt8](repeating: 0x5a, count: 1400)) == EMSGSIZE, "and now refuses to send more than the path takes"
+            )
+        }
+    }
 }
 
 /// UDP datagrams a namespace's stack dropped for a bad checksum (IPv4 and IPv6).

@@ -8,6 +8,7 @@
 #define CTCTL_LIB_DATAPATH_H
 
 #include "conntrack.h"
+#include "icmp.h"
 #include "nat.h"
 #include "rewrite.h"
 
@@ -237,6 +238,8 @@ static __always_inline int ctctl_handle(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	int parsed = ctctl_parse(skb, &p, &reason);
 
+	if (parsed == CTCTL_PARSE_ICMP)
+		return ctctl_icmp(skb, &p, cnt);
 	if (parsed != CTCTL_PARSE_OK) {
 		if (reason < CTCTL_COUNTER_SLOTS)
 			cnt->c[reason]++;

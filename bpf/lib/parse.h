@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Packet parsing: Ethernet, IPv4 (no options, not fragmented), IPv6 (no
- * extension headers), then UDP or TCP. The result is the conntrack key of the
- * packet as seen, plus the offsets the rewrite needs. What is not parsed is
+ * extension headers), then UDP, TCP, or ICMP/ICMPv6 (icmp.h takes it from there). The result is the
+ * conntrack key of the packet as seen, plus the offsets the rewrite needs. What is not parsed is
  * passed untouched or dropped, as docs/datapath.md lists; never translated.
  */
 #ifndef CTCTL_LIB_PARSE_H
@@ -14,6 +14,8 @@ enum ctctl_parse_result {
 	CTCTL_PARSE_OK = 0,
 	CTCTL_PARSE_PASS = 1, /* not ours: pass untouched, count the reason */
 	CTCTL_PARSE_DROP = 2, /* malformed: drop, count the reason */
+	CTCTL_PARSE_ICMP =
+		3, /* ICMP or ICMPv6: key has the outer addresses, l4_off the ICMP header */
 };
 
 struct ctctl_pkt {
@@ -110,7 +112,8 @@ static __always_inline int ctctl_parse_v4(struct __sk_buff *skb, struct ctctl_pk
 		*reason = CTCTL_CNT_PASS_FRAGMENT;
 		return CTCTL_PARSE_PASS;
 	}
-	if (ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_TCP) {
+	if (ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_TCP &&
+	    ip->protocol != IPPROTO_ICMP) {
 		*reason = CTCTL_CNT_PASS_NOT_TCP_UDP;
 		return CTCTL_PARSE_PASS;
 	}
@@ -119,6 +122,8 @@ static __always_inline int ctctl_parse_v4(struct __sk_buff *skb, struct ctctl_pk
 	__builtin_memcpy(p->key.src, &ip->saddr, 4);
 	__builtin_memcpy(p->key.dst, &ip->daddr, 4);
 	p->l4_off = p->l3_off + sizeof(*ip);
+	if (ip->protocol == IPPROTO_ICMP)
+		return CTCTL_PARSE_ICMP;
 	return ctctl_parse_l4(skb, p, tot_len - sizeof(*ip), reason);
 }
 
@@ -138,7 +143,8 @@ static __always_inline int ctctl_parse_v6(struct __sk_buff *skb, struct ctctl_pk
 		*reason = CTCTL_CNT_DROP_MALFORMED;
 		return CTCTL_PARSE_DROP;
 	}
-	if (ip6->nexthdr != IPPROTO_UDP && ip6->nexthdr != IPPROTO_TCP) {
+	if (ip6->nexthdr != IPPROTO_UDP && ip6->nexthdr != IPPROTO_TCP &&
+	    ip6->nexthdr != IPPROTO_ICMPV6) {
 		*reason = ctctl_is_ipv6_ext(ip6->nexthdr) ? CTCTL_CNT_PASS_IPV6_EXT
 							  : CTCTL_CNT_PASS_NOT_TCP_UDP;
 		return CTCTL_PARSE_PASS;
@@ -148,6 +154,8 @@ static __always_inline int ctctl_parse_v6(struct __sk_buff *skb, struct ctctl_pk
 	__builtin_memcpy(p->key.src, &ip6->saddr, 16);
 	__builtin_memcpy(p->key.dst, &ip6->daddr, 16);
 	p->l4_off = p->l3_off + sizeof(*ip6);
+	if (ip6->nexthdr == IPPROTO_ICMPV6)
+		return CTCTL_PARSE_ICMP;
 	return ctctl_parse_l4(skb, p, payload_len, reason);
 }
 

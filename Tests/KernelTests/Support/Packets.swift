@@ -88,6 +88,24 @@ enum Packets {
         return macs + [0x86, 0xdd] + ip + l4
     }
 
+    /// An ICMP (IPv4) or ICMPv6 error from `src` to `dst` quoting `quote` (an IP packet
+    /// without its Ethernet header), with every checksum right. `rest`: the 4 bytes after
+    /// the checksum (unused, or the MTU).
+    static func icmpError(
+        _ src: IPAddress, _ dst: IPAddress, type: UInt8, code: UInt8, rest: [UInt8] = [0, 0, 0, 0], quote: [UInt8]
+    ) -> [UInt8] {
+        var icmp = [type, code, 0, 0] + rest + quote
+        let pseudo = src.isV4 ? 0 : sum(pseudoHeader(src, dst, proto: 58, length: icmp.count))
+        let c = ~UInt16(sum(icmp, initial: pseudo))
+        icmp[2] = UInt8(c >> 8)
+        icmp[3] = UInt8(c & 0xff)
+        return frame(
+            proto: IPProto(src.isV4 ? 1 : 58), Endpoint(address: src, port: 0), Endpoint(address: dst, port: 0), l4: icmp)
+    }
+
+    /// The IP packet of a frame (the Ethernet header dropped): what an ICMP error quotes.
+    static func ipPacket(_ frame: [UInt8]) -> [UInt8] { Array(frame[14...]) }
+
     /// What a test checks about a frame that left the program.
     struct Parsed: Equatable {
         var proto: UInt8
