@@ -25,25 +25,31 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // The command line: one file per subcommand, thin.
-        .executableTarget(
-            name: "ctctl",
+        // The command line: thin commands over ConntrackKit, runnable in-process (tests, drills).
+        .target(
+            name: "CtctlCLI",
             dependencies: [
                 "ConntrackKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .executableTarget(name: "ctctl", dependencies: ["CtctlCLI"]),
+        // Fixtures for the tests, the benchmark and the drills: packets built and checked from
+        // scratch, map fills, the datapath run on one packet. Never linked into ctctl.
+        .target(name: "TestSupport", dependencies: ["ConntrackKit", "CLibBPF"]),
         // Test hosts in network namespaces, shared by the kernel tests and the demo.
         .target(name: "NetLab", dependencies: ["ConntrackKit"]),
         // `make demo`: the incident, end to end, on real kernel networking.
         .executableTarget(name: "ctctl-demo", dependencies: ["ConntrackKit", "NetLab"]),
         // `make bench`: ctctl against a C batch-lookup loop and bpftool; the datapath per packet.
-        .executableTarget(name: "ctctl-bench", dependencies: ["ConntrackKit", "CLibBPF"]),
-        .testTarget(name: "ConntrackKitTests", dependencies: ["ConntrackKit", "ctctl"]),
+        .executableTarget(name: "ctctl-bench", dependencies: ["ConntrackKit", "CLibBPF", "TestSupport"]),
+        .testTarget(name: "ConntrackKitTests", dependencies: ["ConntrackKit", "CtctlCLI", "TestSupport"]),
         .testTarget(
             name: "KernelTests",
-            dependencies: ["ConntrackKit", "ctctl", "CLibBPF", "NetLab", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "ConntrackKit", "CtctlCLI", "CLibBPF", "NetLab", "TestSupport", .product(name: "Logging", package: "swift-log"),
+            ]
         ),
     ]
 )

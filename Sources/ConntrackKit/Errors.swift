@@ -85,7 +85,7 @@ public struct CtctlError: Error, CustomStringConvertible, Sendable {
     static let privilegeHint = "run as root (or with CAP_BPF and CAP_NET_ADMIN)"
 
     /// Maps a failed operation on `path` to what the operator should hear.
-    static func from(_ error: Errno, doing action: String, path: String? = nil) -> CtctlError {
+    public static func from(_ error: Errno, doing action: String, path: String? = nil) -> CtctlError {
         let at = path.map { " \($0)" } ?? ""
         if error.isPermission {
             return CtctlError(.noPermission, "permission denied: \(action)\(at): \(privilegeHint)")

@@ -1,6 +1,7 @@
 import CLibBPF
 import ConntrackKit
 import Foundation
+import TestSupport
 
 /// `make bench`: ctctl against the kernel's own limit (a C loop of BPF_MAP_LOOKUP_BATCH)
 /// and bpftool, on maps of N entries, plus the datapath's cost per packet. Prints a
@@ -287,15 +288,7 @@ final class DatapathBench {
         return Double(t1 - t0) / Double(max(1, c1 - c0))
     }
 
-    static func udp(_ src: Endpoint, _ dst: Endpoint) -> [UInt8] {
-        // Ethernet + IPv4 + UDP with 4 bytes of payload; checksums do not matter to the cost
-        var f: [UInt8] = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00]
-        f += [0x45, 0, 0, 32, 0, 0, 0x40, 0, 64, 17, 0, 0] + src.address.bytes + dst.address.bytes
-        f += [
-            UInt8(src.port >> 8), UInt8(src.port & 0xff), UInt8(dst.port >> 8), UInt8(dst.port & 0xff), 0, 12, 0, 0, 1, 2, 3, 4,
-        ]
-        return f
-    }
+    static func udp(_ src: Endpoint, _ dst: Endpoint) -> [UInt8] { Packets.udp(src, dst) }
 
     static let paths = [
         "conntrack hit, normal entry", "conntrack hit, NAT forward (DNAT)", "conntrack hit, NAT reverse (reply)",

@@ -1,7 +1,7 @@
 import ConntrackKit
 import Testing
 
-@testable import ctctl
+@testable import CtctlCLI
 
 func run(_ args: [String]) -> (status: Int32, out: String, err: String) {
     let console = Console.captured()

@@ -2,6 +2,7 @@ import CLibBPF
 import ConntrackKit
 import Foundation
 import NetLab
+import TestSupport
 import Testing
 
 @Suite("conntrack list, get, remove, stats on a real dataplane")

@@ -1,5 +1,6 @@
 import CLibBPF
 import ConntrackKit
+import TestSupport
 import Testing
 
 /// One address plan per family: a client, a VIP, two backends and a plain host.

@@ -3,6 +3,7 @@ import ConntrackKit
 import Foundation
 import Logging
 import NetLab
+import TestSupport
 import Testing
 
 /// Every kind of stale entry, staged through the real datapath (epoch re-check off, so

@@ -1,5 +1,6 @@
 import CLibBPF
 import ConntrackKit
+import TestSupport
 import Testing
 
 /// ICMP errors about NAT flows, through the datapath (BPF_PROG_TEST_RUN): each output

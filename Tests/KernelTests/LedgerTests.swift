@@ -1,4 +1,5 @@
 import CLibBPF
+import TestSupport
 import Testing
 
 @testable import ConntrackKit

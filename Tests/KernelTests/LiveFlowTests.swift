@@ -2,6 +2,7 @@ import CLibBPF
 import Foundation
 import Logging
 import NetLab
+import TestSupport
 import Testing
 
 @testable import ConntrackKit

@@ -2,7 +2,7 @@ import ConntrackKit
 import Foundation
 import NetLab
 
-@testable import ctctl
+@testable import CtctlCLI
 
 /// One ctctl invocation, run in-process with captured output.
 func ctctl(_ args: [String]) -> CommandResult {

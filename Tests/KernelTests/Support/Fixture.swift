@@ -2,6 +2,7 @@ import CLibBPF
 import ConntrackKit
 import Foundation
 import NetLab
+import TestSupport
 import Testing
 
 /// A dataplane with services and flows staged through the real datapath

@@ -2,6 +2,7 @@ import CLibBPF
 import ConntrackKit
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 
 /// A dataplane loaded into its own pin directory for one test, always unloaded after

@@ -2,32 +2,34 @@ import ConntrackKit
 
 /// Builds Ethernet frames with correct checksums, and parses them back with every
 /// checksum recomputed from scratch, so a test can check each rewritten byte.
-enum Packets {
-    static let tcpFIN: UInt8 = 0x01
-    static let tcpSYN: UInt8 = 0x02
-    static let tcpRST: UInt8 = 0x04
-    static let tcpACK: UInt8 = 0x10
+public enum Packets {
+    public static let tcpFIN: UInt8 = 0x01
+    public static let tcpSYN: UInt8 = 0x02
+    public static let tcpRST: UInt8 = 0x04
+    public static let tcpACK: UInt8 = 0x10
 
-    static func udp(_ src: Endpoint, _ dst: Endpoint, payload: [UInt8] = Array("ping".utf8), zeroChecksum: Bool = false)
+    public static func udp(_ src: Endpoint, _ dst: Endpoint, payload: [UInt8] = Array("ping".utf8), zeroChecksum: Bool = false)
         -> [UInt8]
     {
         frame(proto: .udp, src, dst, l4: udpHeader(src, dst, payload: payload, zeroChecksum: zeroChecksum))
     }
 
-    static func tcp(_ src: Endpoint, _ dst: Endpoint, flags: UInt8 = 0x18, payload: [UInt8] = Array("data".utf8)) -> [UInt8] {
+    public static func tcp(_ src: Endpoint, _ dst: Endpoint, flags: UInt8 = 0x18, payload: [UInt8] = Array("data".utf8))
+        -> [UInt8]
+    {
         frame(proto: .tcp, src, dst, l4: tcpHeader(src, dst, flags: flags, payload: payload))
     }
 
-    static func packet(_ proto: IPProto, _ src: Endpoint, _ dst: Endpoint) -> [UInt8] {
+    public static func packet(_ proto: IPProto, _ src: Endpoint, _ dst: Endpoint) -> [UInt8] {
         proto == .tcp ? tcp(src, dst) : udp(src, dst)
     }
 
-    static func be16(_ v: UInt16) -> [UInt8] { [UInt8(v >> 8), UInt8(v & 0xff)] }
+    public static func be16(_ v: UInt16) -> [UInt8] { [UInt8(v >> 8), UInt8(v & 0xff)] }
 
-    static func addressBytes(_ a: IPAddress) -> [UInt8] { a.bytes }
+    public static func addressBytes(_ a: IPAddress) -> [UInt8] { a.bytes }
 
     /// Ones' complement sum folded to 16 bits (not inverted).
-    static func sum(_ bytes: [UInt8], initial: UInt32 = 0) -> UInt32 {
+    public static func sum(_ bytes: [UInt8], initial: UInt32 = 0) -> UInt32 {
         var s = initial
         var i = 0
         while i + 1 < bytes.count {
@@ -39,19 +41,19 @@ enum Packets {
         return s
     }
 
-    static func pseudoHeader(_ src: IPAddress, _ dst: IPAddress, proto: UInt8, length: Int) -> [UInt8] {
+    public static func pseudoHeader(_ src: IPAddress, _ dst: IPAddress, proto: UInt8, length: Int) -> [UInt8] {
         if src.isV4 {
             return addressBytes(src) + addressBytes(dst) + [0, proto] + be16(UInt16(length))
         }
         return addressBytes(src) + addressBytes(dst) + [0, 0] + be16(UInt16(length)) + [0, 0, 0, proto]
     }
 
-    static func l4Checksum(_ src: IPAddress, _ dst: IPAddress, proto: UInt8, segment: [UInt8]) -> UInt16 {
+    public static func l4Checksum(_ src: IPAddress, _ dst: IPAddress, proto: UInt8, segment: [UInt8]) -> UInt16 {
         let c = ~UInt16(sum(segment, initial: sum(pseudoHeader(src, dst, proto: proto, length: segment.count))))
         return proto == IPProto.udp.number && c == 0 ? 0xffff : c
     }
 
-    static func udpHeader(_ src: Endpoint, _ dst: Endpoint, payload: [UInt8], zeroChecksum: Bool) -> [UInt8] {
+    public static func udpHeader(_ src: Endpoint, _ dst: Endpoint, payload: [UInt8], zeroChecksum: Bool) -> [UInt8] {
         var h = be16(src.port) + be16(dst.port) + be16(UInt16(8 + payload.count)) + [0, 0] + payload
         if !zeroChecksum {
             let c = l4Checksum(src.address, dst.address, proto: 17, segment: h)
@@ -61,7 +63,7 @@ enum Packets {
         return h
     }
 
-    static func tcpHeader(_ src: Endpoint, _ dst: Endpoint, flags: UInt8, payload: [UInt8]) -> [UInt8] {
+    public static func tcpHeader(_ src: Endpoint, _ dst: Endpoint, flags: UInt8, payload: [UInt8]) -> [UInt8] {
         var h =
             be16(src.port) + be16(dst.port) + [0, 0, 0x10, 0x01] + [0, 0, 0x20, 0x02] + [0x50, flags] + be16(65535) + [
                 0, 0, 0, 0,
@@ -72,9 +74,9 @@ enum Packets {
         return h
     }
 
-    static let macs: [UInt8] = [0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01]
+    public static let macs: [UInt8] = [0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01]
 
-    static func frame(proto: IPProto, _ src: Endpoint, _ dst: Endpoint, l4: [UInt8]) -> [UInt8] {
+    public static func frame(proto: IPProto, _ src: Endpoint, _ dst: Endpoint, l4: [UInt8]) -> [UInt8] {
         if src.address.isV4 {
             var ip: [UInt8] = [0x45, 0] + be16(UInt16(20 + l4.count)) + [0x12, 0x34, 0x40, 0x00, 64, proto.number, 0, 0]
             ip += addressBytes(src.address) + addressBytes(dst.address)
@@ -91,7 +93,7 @@ enum Packets {
     /// An ICMP (IPv4) or ICMPv6 error from `src` to `dst` quoting `quote` (an IP packet
     /// without its Ethernet header), with every checksum right. `rest`: the 4 bytes after
     /// the checksum (unused, or the MTU).
-    static func icmpError(
+    public static func icmpError(
         _ src: IPAddress, _ dst: IPAddress, type: UInt8, code: UInt8, rest: [UInt8] = [0, 0, 0, 0], quote: [UInt8]
     ) -> [UInt8] {
         var icmp = [type, code, 0, 0] + rest + quote
@@ -104,20 +106,20 @@ enum Packets {
     }
 
     /// The IP packet of a frame (the Ethernet header dropped): what an ICMP error quotes.
-    static func ipPacket(_ frame: [UInt8]) -> [UInt8] { Array(frame[14...]) }
+    public static func ipPacket(_ frame: [UInt8]) -> [UInt8] { Array(frame[14...]) }
 
     /// What a test checks about a frame that left the program.
-    struct Parsed: Equatable {
-        var proto: UInt8
-        var src: Endpoint
-        var dst: Endpoint
-        var ipChecksumOK: Bool
-        var l4ChecksumOK: Bool
-        var l4ChecksumField: UInt16
-        var payload: [UInt8]
+    public struct Parsed: Equatable {
+        public var proto: UInt8
+        public var src: Endpoint
+        public var dst: Endpoint
+        public var ipChecksumOK: Bool
+        public var l4ChecksumOK: Bool
+        public var l4ChecksumField: UInt16
+        public var payload: [UInt8]
     }
 
-    static func address(_ bytes: ArraySlice<UInt8>) -> IPAddress {
+    public static func address(_ bytes: ArraySlice<UInt8>) -> IPAddress {
         let b = Array(bytes)
         if b.count == 4 { return IPAddress("\(b[0]).\(b[1]).\(b[2]).\(b[3])")! }
         var hi: UInt64 = 0
@@ -127,9 +129,9 @@ enum Packets {
         return IPAddress(family: .v6, hi: hi, lo: lo)
     }
 
-    static func u16(_ b: [UInt8], _ i: Int) -> UInt16 { UInt16(b[i]) << 8 | UInt16(b[i + 1]) }
+    public static func u16(_ b: [UInt8], _ i: Int) -> UInt16 { UInt16(b[i]) << 8 | UInt16(b[i + 1]) }
 
-    static func parse(_ f: [UInt8]) -> Parsed? {
+    public static func parse(_ f: [UInt8]) -> Parsed? {
         guard f.count >= 14 else { return nil }
         let ethertype = u16(f, 12)
         let src: IPAddress

@@ -44,9 +44,9 @@ extension CtctlCommand {
     }
 }
 
-enum CLI {
+public enum CLI {
     /// Runs one ctctl invocation in-process: the entry point for main and for tests.
-    static func run(_ arguments: [String], console: Console) -> Int32 {
+    public static func run(_ arguments: [String], console: Console) -> Int32 {
         defer { console.flush() }
         do {
             var command = try Ctctl.parseAsRoot(arguments)
@@ -73,10 +73,10 @@ enum CLI {
     }
 }
 
-@main
-enum Main {
-    static func main() {
+extension CLI {
+    /// The process entry point: arguments from the command line, stdout and stderr.
+    public static func main() -> Never {
         signal(SIGPIPE, SIG_IGN)
-        exit(CLI.run(Array(CommandLine.arguments.dropFirst()), console: Console.standard()))
+        exit(run(Array(CommandLine.arguments.dropFirst()), console: Console.standard()))
     }
 }

@@ -1,9 +1,10 @@
 import CLibBPF
+import ConntrackKit
 
 /// Fills a dataplane's maps with a realistic mix for `make bench`: services with
 /// backends, normal entries, NAT pairs, and a share of stale entries of every kind,
-/// written with BPF_MAP_UPDATE_BATCH. Lives in the library so the benchmark and tests
-/// use one generator.
+/// written with BPF_MAP_UPDATE_BATCH. One generator for the benchmark, the tests and the
+/// drills.
 public struct BenchFill {
     public static let services = 64
     public static let backendsPerService = 4
@@ -66,7 +67,7 @@ public struct BenchFill {
     }
 
     /// An entry's value with the bookkeeping fields set (10 packets, 640 bytes).
-    static func entry(_ type: EntryType, created: UInt64, lastSeen: UInt64, epoch: UInt32) -> ctctl_ct_value {
+    public static func entry(_ type: EntryType, created: UInt64, lastSeen: UInt64, epoch: UInt32) -> ctctl_ct_value {
         var v = ctctl_ct_value()
         v.created_ns = created
         v.last_seen_ns = lastSeen

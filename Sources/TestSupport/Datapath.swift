@@ -1,0 +1,59 @@
+import CLibBPF
+import ConntrackKit
+import Glibc
+
+extension Conntrack {
+    /// Every entry, decoded: for small maps in tests, never for listing.
+    public static func all(_ dp: Dataplane) throws -> [ConntrackEntry] {
+        var out: [ConntrackEntry] = []
+        try scan(dp) { keys, values, n in
+            for i in 0..<n { out.append(ConntrackEntry(key: keys[i], value: values[i])) }
+            return true
+        }
+        return out
+    }
+}
+
+/// One BPF_PROG_TEST_RUN of the TC program on a packet.
+public struct TCRun: Sendable {
+    public let verdict: UInt32
+    public let packet: [UInt8]
+    public let durationNs: UInt32
+
+    public static let ok: UInt32 = 0  // TC_ACT_OK
+    public static let shot: UInt32 = 2  // TC_ACT_SHOT
+}
+
+/// The pinned TC program of a dataplane, run on single packets through BPF_PROG_TEST_RUN.
+public final class TCProgram {
+    public let fd: Int32
+
+    public init(_ dp: Dataplane) throws {
+        let path = dp.pinDir.pin(CTCTL_PIN_PROG_TC)
+        fd = CLibBPF_obj_get(path, 0)
+        guard fd >= 0 else { throw CtctlError(.unavailable, "cannot open \(path): \(Errno(-fd))") }
+    }
+
+    deinit { close(fd) }
+
+    /// The verdict and the packet as it left, for `packet` (an Ethernet frame).
+    public func run(_ packet: [UInt8], repeat count: Int = 1) throws -> TCRun {
+        var out = [UInt8](repeating: 0, count: packet.count + 256)
+        var outSize = UInt32(out.count)
+        var verdict: UInt32 = 0
+        var duration: UInt32 = 0
+        let rc = packet.withUnsafeBytes { input in
+            CLibBPF_prog_test_run(
+                fd, input.baseAddress, UInt32(input.count), &out, &outSize, nil, 0, Int32(count), &verdict, &duration)
+        }
+        guard rc == 0 else { throw CtctlError(.software, "BPF_PROG_TEST_RUN failed: \(Errno(-rc))") }
+        return TCRun(verdict: verdict, packet: Array(out[..<Int(outSize)]), durationNs: duration)
+    }
+}
+
+extension Dataplane {
+    /// Runs the pinned TC program once on `packet` (tests: one call, one program open).
+    public func runTC(_ packet: [UInt8], repeat count: Int = 1) throws -> TCRun {
+        try TCProgram(self).run(packet, repeat: count)
+    }
+}
