@@ -123,4 +123,25 @@ struct ICMPTests {
             #expect(try t.counter("pass_icmp_malformed") == 1)
         }
     }
+
+    @Test("bytes after the IP packet (Ethernet padding) are never touched, even where a quote would go on")
+    func paddingUntouched() throws {
+        let p = Plan(proto: .tcp, v6: false)
+        try withDataplane("icmp-pad") { t in
+            try t.setService(p.service, [p.backend1])
+            _ = try t.run(p.packet(p.client, p.vip))
+            // a router's error quoting 8 bytes of TCP, and 30 bytes of padding after the packet
+            // (where a longer quote's TCP checksum would be): found by the datapath fuzzer
+            let quoted = Array(Packets.ipPacket(p.packet(p.client, p.backend1)).prefix(28))
+            let error = Packets.icmpError(IPAddress(ICMPTests.router4)!, p.ep(p.client).address, type: 3, code: 4, quote: quoted)
+            let padding = [UInt8](repeating: 0xa5, count: 30)
+            let run = try t.run(error + padding)
+            #expect(run.verdict == TCRun.ok)
+            #expect(Array(run.packet.suffix(30)) == padding, "the padding is not the datapath's")
+            let want = Packets.icmpError(
+                IPAddress(ICMPTests.router4)!, p.ep(p.client).address, type: 3, code: 4,
+                quote: Array(Packets.ipPacket(p.packet(p.client, p.vip)).prefix(28)))
+            #expect(Array(run.packet.prefix(want.count)) == want)
+        }
+    }
 }

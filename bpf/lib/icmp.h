@@ -218,8 +218,10 @@ static __attribute__((noinline)) int ctctl_icmp(struct __sk_buff *skb, const str
 		return TC_ACT_OK;
 	}
 	cnt->c[CTCTL_CNT_PACKETS]++;
-	if (v4 ? bpf_skb_load_bytes(skb, qoff, x->old, CTCTL_QUOTE_V4)
-	       : bpf_skb_load_bytes(skb, qoff, x->old, CTCTL_QUOTE_V6))
+	/* the quote must lie within the IP packet, not in the frame's padding after it */
+	if (qoff + (v4 ? CTCTL_QUOTE_V4 : CTCTL_QUOTE_V6) > p->end ||
+	    (v4 ? bpf_skb_load_bytes(skb, qoff, x->old, CTCTL_QUOTE_V4)
+		: bpf_skb_load_bytes(skb, qoff, x->old, CTCTL_QUOTE_V6)))
 		goto malformed;
 
 	/* the quote: one IP header without options or extension headers, UDP or TCP, and
@@ -271,7 +273,8 @@ static __attribute__((noinline)) int ctctl_icmp(struct __sk_buff *skb, const str
 	}
 
 	__u32 tcp_off = qoff + l4 + 16;
-	int has_tcp = proto == CTCTL_PROTO_TCP && !bpf_skb_load_bytes(skb, tcp_off, x->tcp_old, 4);
+	int has_tcp = proto == CTCTL_PROTO_TCP && tcp_off + 4 <= p->end &&
+		      !bpf_skb_load_bytes(skb, tcp_off, x->tcp_old, 4);
 
 	__builtin_memcpy(x->q, x->old, sizeof(x->q));
 	__builtin_memcpy(x->tcp_new, x->tcp_old, 4);

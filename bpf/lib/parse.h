@@ -23,6 +23,7 @@ struct ctctl_pkt {
 	__u32 l3_off;
 	__u32 l4_off;
 	__u32 csum_off; /* offset of the L4 checksum field */
+	__u32 end;	/* just past the IP packet: bytes beyond (Ethernet padding) are not ours */
 	__u8 tcp_flags; /* CTCTL_CT_F_FIN / CTCTL_CT_F_RST seen in this segment */
 };
 
@@ -122,6 +123,7 @@ static __always_inline int ctctl_parse_v4(struct __sk_buff *skb, struct ctctl_pk
 	__builtin_memcpy(p->key.src, &ip->saddr, 4);
 	__builtin_memcpy(p->key.dst, &ip->daddr, 4);
 	p->l4_off = p->l3_off + sizeof(*ip);
+	p->end = p->l3_off + tot_len;
 	if (ip->protocol == IPPROTO_ICMP)
 		return CTCTL_PARSE_ICMP;
 	return ctctl_parse_l4(skb, p, tot_len - sizeof(*ip), reason);
@@ -154,6 +156,7 @@ static __always_inline int ctctl_parse_v6(struct __sk_buff *skb, struct ctctl_pk
 	__builtin_memcpy(p->key.src, &ip6->saddr, 16);
 	__builtin_memcpy(p->key.dst, &ip6->daddr, 16);
 	p->l4_off = p->l3_off + sizeof(*ip6);
+	p->end = p->l4_off + payload_len;
 	if (ip6->nexthdr == IPPROTO_ICMPV6)
 		return CTCTL_PARSE_ICMP;
 	return ctctl_parse_l4(skb, p, payload_len, reason);
