@@ -368,6 +368,41 @@ struct LiveFlowTests {
             #expect(try t.counter("reverse_restored") == 3)
         }
     }
+
+    @Test("a TCP connection that reuses a closed connection's ports is tracked anew, not in its closing state")
+    func tcpPortsReused() throws {
+        var o = LoadOptions()
+        o.timeouts = try Timeouts(parsing: "tcp=1h,tcp-closing=2s")
+        try withDataplane("tcpreuse", options: o) { t in
+            let (c, v, b) = (LiveFlowTests.client, LiveFlowTests.vip, LiveFlowTests.backend)
+            try t.setService("\(v)/tcp", ["\(b)"])
+            // a connection that closed: both sides sent FIN
+            for (s, d, f) in [
+                (c, v, Packets.tcpSYN), (b, c, Packets.tcpSYN | Packets.tcpACK), (c, v, Packets.tcpFIN | Packets.tcpACK),
+                (b, c, Packets.tcpFIN | Packets.tcpACK), (c, v, Packets.tcpACK),
+            ] {
+                #expect(try t.run(Packets.tcp(s, d, flags: f)).verdict == TCRun.ok)
+            }
+            let old = try #require(try t.entry(.tcp, "\(c)", "\(v)"))
+            #expect(old.flagNames.contains("fin"))
+            // the client's next connection gets the same ports (it was not the one in TIME_WAIT)
+            #expect(try t.run(Packets.tcp(c, v, flags: Packets.tcpSYN)).verdict == TCRun.ok)
+            let fwd = try #require(try t.entry(.tcp, "\(c)", "\(v)"))
+            let rev = try #require(try t.entry(.tcp, "\(b)", "\(c)"))
+            #expect(fwd.createdNs > old.createdNs, "a new pair")
+            #expect(fwd.flagNames.isEmpty && rev.flagNames.isEmpty, "not closing: \(fwd.flagNames) \(rev.flagNames)")
+            #expect(rev.partner == fwd.key && fwd.partner == rev.key && rev.createdNs == fwd.createdNs)
+            #expect(try t.counter("tcp_reopened") == 1)
+            // the new connection half-closes and pauses past the closing timeout: still live
+            #expect(try t.run(Packets.tcp(b, c, flags: Packets.tcpSYN | Packets.tcpACK)).verdict == TCRun.ok)
+            #expect(try t.run(Packets.tcp(c, v, flags: Packets.tcpFIN | Packets.tcpACK)).verdict == TCRun.ok)
+            #expect(try t.run(Packets.tcp(b, c, flags: Packets.tcpACK)).verdict == TCRun.ok)
+            for (s, d) in [(c, v), (b, c)] { try t.rewrite(.tcp, "\(s)", "\(d)") { $0.last_seen_ns -= 3_000_000_000 } }
+            #expect(ctctl(["conntrack", "list", "--stale", "--count", "--pin-dir", t.pins.path]).out == "0\n")
+            let seg = try t.run(Packets.tcp(b, c, flags: Packets.tcpACK))
+            #expect(Packets.parse(seg.packet)?.src == v, "the server's answer after the pause is translated")
+        }
+    }
 }
 
 /// A stop flag shared with a thread.

@@ -226,7 +226,9 @@ _Static_assert(sizeof(struct ctctl_state) == 16, "ctctl_state is 16 bytes");
 	X(PASS_ICMP_UNTRACKED, "pass_icmp_untracked",                                              \
 	  "passed untouched: an ICMP error about a flow that is not NAT-ed")                       \
 	X(PASS_ICMP_MALFORMED, "pass_icmp_malformed",                                              \
-	  "passed untouched: an ICMP error with a truncated or malformed inner packet")
+	  "passed untouched: an ICMP error with a truncated or malformed inner packet")            \
+	X(TCP_REOPENED, "tcp_reopened",                                                            \
+	  "a SYN on an entry whose connection had closed (FIN or RST): tracked as a new one")
 
 enum ctctl_counter {
 #define CTCTL_COUNTER_ENUM(id, name, help) CTCTL_CNT_##id,

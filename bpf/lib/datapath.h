@@ -257,11 +257,17 @@ static __always_inline int ctctl_handle(struct __sk_buff *skb)
 #endif
 
 	if (v) {
-		if (ctctl_entry_expired(&p.key, v, now)) {
+		/* A SYN on the entry of a connection that closed (FIN or RST seen): a client
+		 * reusing the same ports opens a new connection, which must not inherit the old
+		 * one's closing state (and its short timeout). */
+		int reopened = p.tcp_syn && v->type != CTCTL_CT_NAT_REV &&
+			       (v->flags & (CTCTL_CT_F_FIN | CTCTL_CT_F_RST));
+
+		if (reopened || ctctl_entry_expired(&p.key, v, now)) {
 			__u8 type = v->type;
 			__u64 created = v->created_ns;
 
-			cnt->c[CTCTL_CNT_EXPIRED_HIT]++;
+			cnt->c[reopened ? CTCTL_CNT_TCP_REOPENED : CTCTL_CNT_EXPIRED_HIT]++;
 			if (type == CTCTL_CT_NAT_FWD) {
 				struct ctctl_ct_key partner = v->partner;
 

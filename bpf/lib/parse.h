@@ -25,6 +25,7 @@ struct ctctl_pkt {
 	__u32 csum_off; /* offset of the L4 checksum field */
 	__u32 end;	/* just past the IP packet: bytes beyond (Ethernet padding) are not ours */
 	__u8 tcp_flags; /* CTCTL_CT_F_FIN / CTCTL_CT_F_RST seen in this segment */
+	__u8 tcp_syn;	/* a SYN without ACK: a connection opens */
 };
 
 /* Headers we read: Ethernet + IPv6 + TCP with no options is 74 bytes. */
@@ -85,6 +86,7 @@ static __always_inline int ctctl_parse_l4(struct __sk_buff *skb, struct ctctl_pk
 		p->tcp_flags |= CTCTL_CT_F_FIN;
 	if (tcp->rst)
 		p->tcp_flags |= CTCTL_CT_F_RST;
+	p->tcp_syn = tcp->syn && !tcp->ack;
 	return CTCTL_PARSE_OK;
 }
 
