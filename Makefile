@@ -9,7 +9,7 @@ BPF_OBJ := $(BPF_OUT)/ctctl.bpf.o
 BPF_SRC := bpf/ctctl.bpf.c $(wildcard bpf/lib/*.h) $(wildcard bpf/include/*.h)
 BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -Wall -Werror -I bpf/include -I bpf -I /usr/include/$(MULTIARCH)
 
-.PHONY: all deps bpf build test demo bench install uninstall lint test-install clean
+.PHONY: all deps bpf build test demo bench soak install uninstall lint test-install clean
 
 all: build
 
@@ -74,6 +74,16 @@ bench: bpf $(BPF_NOREPAIR_OBJ)
 	"$$(swift build -c release --show-bin-path)/ctctl-bench" --ctctl "$$(swift build -c release --show-bin-path)/ctctl" \
 		--floor .build/bench/floor --runner .build/bench/run --entries $(N) --runs $(RUNS) \
 		--no-repair-object $(BPF_NOREPAIR_OBJ) --write-doc docs/PERFORMANCE.md
+
+# The reliability drills in full (docs/RELIABILITY.md; about 15 minutes, not in CI). `make test`
+# runs short forms of each. SEED= replays a run.
+SEED ?= 20261129
+soak: bpf
+	swift build -c release --product ctctl
+	swift build -c release --product ctctl-soak
+	cp $(BPF_OBJ) "$$(swift build -c release --show-bin-path)/"
+	"$$(swift build -c release --show-bin-path)/ctctl-soak" --ctctl "$$(swift build -c release --show-bin-path)/ctctl" \
+		--seed $(SEED) --write-doc docs/RELIABILITY.md
 
 # PREFIX=/usr/local (DESTDIR= for staging): ctctl, its BPF object, a man page generated
 # from the argument parser, and bash, zsh and fish completions. uninstall removes exactly those.

@@ -40,6 +40,16 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["ConntrackKit", "CLibBPF"]),
         // Test hosts in network namespaces, shared by the kernel tests and the demo.
         .target(name: "NetLab", dependencies: ["ConntrackKit"]),
+        // The reliability drills (issue 10): churn, faults, fuzzing, concurrency. `make test`
+        // runs short forms of each; `make soak` (ctctl-soak) the full ones, and writes
+        // docs/RELIABILITY.md.
+        .target(
+            name: "Reliability",
+            dependencies: [
+                "ConntrackKit", "CtctlCLI", "CLibBPF", "NetLab", "TestSupport", .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(name: "ctctl-soak", dependencies: ["Reliability", "ConntrackKit"]),
         // `make demo`: the incident, end to end, on real kernel networking.
         .executableTarget(name: "ctctl-demo", dependencies: ["ConntrackKit", "NetLab"]),
         // `make bench`: ctctl against a C batch-lookup loop and bpftool; the datapath per packet.
@@ -48,7 +58,8 @@ let package = Package(
         .testTarget(
             name: "KernelTests",
             dependencies: [
-                "ConntrackKit", "CtctlCLI", "CLibBPF", "NetLab", "TestSupport", .product(name: "Logging", package: "swift-log"),
+                "ConntrackKit", "CtctlCLI", "CLibBPF", "NetLab", "TestSupport", "Reliability",
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
     ]

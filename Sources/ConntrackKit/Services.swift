@@ -76,6 +76,17 @@ public enum Services {
         let old = Int(existing?.backend_count ?? 0)
         let n = backends.count
         let fe = ctctl_fe_value(svc_id: id, backend_count: UInt32(n), flags: 0, pad: 0)
+        // what is there now, to put back if a write fails (a map full): a failed set
+        // changes nothing
+        var previous: [ctctl_be_value?] = []
+        do throws(Errno) {
+            for ordinal in 0..<max(old, n) {
+                previous.append(
+                    try dp.natBackend.lookup(ctctl_be_key(svc_id: id, ordinal: UInt32(ordinal)), as: ctctl_be_value.self))
+            }
+        } catch {
+            throw CtctlError.from(error, doing: "reading", path: dp.natBackend.path)
+        }
         try dp.beginServiceWrite()
         defer { _ = try? dp.endServiceWrite() }
         do throws(Errno) {
@@ -90,8 +101,15 @@ public enum Services {
                 for ordinal in n..<old { try dp.natBackend.delete(ctctl_be_key(svc_id: id, ordinal: UInt32(ordinal))) }
             }
         } catch {
+            // put back what was there, in the order that keeps a frontend's backends whole
+            if let existing { try? dp.natFrontend.update(fk, existing) } else { try? dp.natFrontend.delete(fk) }
+            for (ordinal, value) in previous.enumerated() {
+                let key = ctctl_be_key(svc_id: id, ordinal: UInt32(ordinal))
+                if let value { try? dp.natBackend.update(key, value) } else { try? dp.natBackend.delete(key) }
+            }
             if error.code == E2BIG || error.code == ENOMEM {
-                throw CtctlError(.software, "the NAT maps are full (\(error)): delete unused services first")
+                throw CtctlError(
+                    .software, "the NAT maps are full (\(error)): nothing was changed; delete unused services first")
             }
             throw CtctlError.from(error, doing: "writing service \(ref) to", path: dp.pinDir.path)
         }

@@ -53,6 +53,7 @@ public func sh(_ args: [String], allowFailure: Bool = false) throws -> String {
 
 public struct TopologyError: Error, CustomStringConvertible {
     public let message: String
+    public init(message: String) { self.message = message }
     public var description: String { message }
 }
 

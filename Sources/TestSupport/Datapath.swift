@@ -36,6 +36,14 @@ public final class TCProgram {
 
     deinit { close(fd) }
 
+    /// run(), or nil if BPF_PROG_TEST_RUN refuses the frame itself (EINVAL: shorter than an
+    /// Ethernet header, or an IP ethertype without a whole IP header behind it).
+    public func runIfAccepted(_ packet: [UInt8]) throws -> TCRun? {
+        do { return try run(packet) } catch let e as TestRunRefused where e.code == EINVAL { return nil }
+    }
+
+    public struct TestRunRefused: Error { public let code: Int32 }
+
     /// The verdict and the packet as it left, for `packet` (an Ethernet frame).
     public func run(_ packet: [UInt8], repeat count: Int = 1) throws -> TCRun {
         var out = [UInt8](repeating: 0, count: packet.count + 256)
@@ -46,7 +54,7 @@ public final class TCProgram {
             CLibBPF_prog_test_run(
                 fd, input.baseAddress, UInt32(input.count), &out, &outSize, nil, 0, Int32(count), &verdict, &duration)
         }
-        guard rc == 0 else { throw CtctlError(.software, "BPF_PROG_TEST_RUN failed: \(Errno(-rc))") }
+        guard rc == 0 else { throw TestRunRefused(code: -rc) }
         return TCRun(verdict: verdict, packet: Array(out[..<Int(outSize)]), durationNs: duration)
     }
 }
