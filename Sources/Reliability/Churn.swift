@@ -21,6 +21,8 @@ public final class ChurnDrill: @unchecked Sendable {
         public var seconds = 60.0
         public var flowsPerSecond = 2000
         public var clientAddresses = 4
+        /// Threads opening flows, per client address (a flow waits for its answer).
+        public var workersPerAddress = 3
         public var halfClosed = 40
         public var seed: UInt64 = 1
         public var ctSize: UInt32 = 1 << 18
@@ -304,9 +306,10 @@ public final class ChurnDrill: @unchecked Sendable {
         let started = Date()
         let endAt = now() + UInt64(config.seconds * 1e9)
         var workers: [Thread] = []
-        // flows at a steady rate, one worker per client address
-        let perWorker = Double(config.flowsPerSecond) / Double(clients.count)
-        for (w, addr) in clients.enumerated() {
+        // flows at a steady rate, from several workers per client address
+        let senders = (0..<config.workersPerAddress).flatMap { _ in clients }
+        let perWorker = Double(config.flowsPerSecond) / Double(senders.count)
+        for (w, addr) in senders.enumerated() {
             let t = Thread { [self] in
                 guard (try? Net.enter(topo.value.client)) != nil else { return }
                 var rng = SeededRandom(seed: config.seed &+ UInt64(w))

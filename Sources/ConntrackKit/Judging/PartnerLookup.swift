@@ -1,0 +1,23 @@
+import CLibBPF
+
+/// Looks up the partner of a NAT half by its key and checks it with the datapath's own
+/// rule (ctctl_is_partner): the other type, the same created time, pointing back. Reads
+/// only: it works on read-only map fds and a read-only bpffs.
+struct PartnerLookup {
+    let map: BPFMap
+    let value = UnsafeMutablePointer<ctctl_ct_value>.allocate(capacity: 1)
+
+    init(_ map: BPFMap) { self.map = map }
+
+    /// Is the partner of `e` present and intact? Its value is in `value` afterwards.
+    func check(_ e: EntryView) throws(CtctlError) -> Bool {
+        guard e.isNAT else { return false }
+        let found: Bool
+        do throws(Errno) { found = try map.lookup(UnsafeRawPointer(e.partnerKey), into: value) } catch {
+            throw CtctlError.from(error, doing: "reading", path: map.path)
+        }
+        return found && ctctl_is_partner(value, e.key, e.typeRaw, e.createdNs) != 0
+    }
+
+    func deallocate() { value.deallocate() }
+}

@@ -1,0 +1,168 @@
+import CLibBPF
+
+/// Streams entries as a table (`-o table`, `-o wide`) or one JSON array (`-o json`),
+/// or only counts them (`--count`). Memory stays flat: JSON goes out as it is written,
+/// and a table sizes its columns from the first rows, then streams.
+public final class EntryPrinter {
+    public enum Mode: Sendable, Equatable {
+        case table(wide: Bool)
+        case json
+        case count
+    }
+
+    let mode: Mode
+    let now: UInt64
+    let showReason: Bool
+    let resultColumn: Bool
+    var w: ByteWriter
+    public private(set) var count = 0
+
+    // table state
+    var header: [String] = []
+    var widths: [Int] = []
+    var heldRows: [[[UInt8]]] = []
+    var sized = false
+    static let sizingRows = 256
+
+    /// `showReason`: a REASON column / a non-null `reason`; `resultColumn`: a RESULT column
+    /// for remove and heal reports.
+    public init(_ mode: Mode, to stream: TextStream, now: UInt64, showReason: Bool, resultColumn: Bool = false) {
+        self.mode = mode
+        self.now = now
+        self.showReason = showReason
+        self.resultColumn = resultColumn
+        w = ByteWriter(stream: stream)
+        if case .table(let wide) = mode {
+            header = ["PROTO", "SOURCE", "DESTINATION", "BACKEND", "TYPE", "LAST-SEEN", "PACKETS", "BYTES"]
+            if wide { header += ["CREATED", "EPOCH", "FLAGS", "SERVICE", "KEY", "PARTNER"] }
+            if showReason { header.append("REASON") }
+            if resultColumn { header.append("RESULT") }
+            widths = header.map(\.count)
+        }
+    }
+
+    public func begin() {
+        if mode == .json { w.byte(91) }
+    }
+
+    @inline(__always)
+    public func add(_ e: EntryView, reason: StaleReason?, outcome: DeleteOutcome? = nil) {
+        count += 1
+        switch mode {
+        case .count:
+            return
+        case .json:
+            w.ascii(count == 1 ? "\n" : ",\n")
+            EntryJSON.write(
+                e, now: now, reason: reason, into: &w, extra: outcome.map { o in { w in EntryPrinter.outcomeJSON(o, &w) } })
+            w.flushIfFull()
+        case .table(let wide):
+            row(cells(e, wide: wide, reason: reason, outcome: outcome))
+        }
+    }
+
+    public func end() {
+        switch mode {
+        case .count:
+            w.decimal(count)
+            w.byte(10)
+        case .json:
+            w.ascii(count == 0 ? "]\n" : "\n]\n")
+        case .table:
+            // no rows, no header: stdout stays empty (the stderr summary says 0)
+            if !sized && count > 0 { sizeAndRelease() }
+        }
+        w.flush()
+    }
+
+    static func outcomeJSON(_ o: DeleteOutcome, _ w: inout ByteWriter) {
+        switch o {
+        case .deleted(let p):
+            w.ascii(",\"result\":\"deleted\",\"with_partner\":")
+            w.ascii(p ? "true" : "false")
+        case .wouldDelete(let p):
+            w.ascii(",\"result\":\"would-delete\",\"with_partner\":")
+            w.ascii(p ? "true" : "false")
+        case .changed: w.ascii(",\"result\":\"changed\",\"with_partner\":false")
+        case .noLongerStale: w.ascii(",\"result\":\"no-longer-stale\",\"with_partner\":false")
+        case .gone: w.ascii(",\"result\":\"gone\",\"with_partner\":false")
+        }
+    }
+
+    static func outcomeText(_ o: DeleteOutcome) -> String {
+        switch o {
+        case .deleted(let p): return p ? "deleted, with partner" : "deleted"
+        case .wouldDelete(let p): return p ? "would delete, with partner" : "would delete"
+        case .changed: return "kept: re-created since read"
+        case .noLongerStale: return "kept: no longer stale"
+        case .gone: return "already gone"
+        }
+    }
+
+    func cells(_ e: EntryView, wide: Bool, reason: StaleReason?, outcome: DeleteOutcome?) -> [[UInt8]] {
+        var c: [[UInt8]] = []
+        c.reserveCapacity(header.count)
+        func cell(_ f: (inout ByteWriter) -> Void) {
+            var b = ByteWriter(stream: nil, chunk: 128)
+            f(&b)
+            c.append(b.bytes)
+        }
+        let v = e.value.pointee
+        cell { $0.proto(e.proto) }
+        cell { $0.endpoint(e.originalSource, e.originalSourcePort) }
+        cell { $0.endpoint(e.originalDestination, e.originalDestinationPort) }
+        cell { b in e.isNAT ? b.endpoint(e.backendAddress, e.backendPort) : b.byte(45) }
+        cell { $0.text(e.type.name) }
+        cell { $0.text(DurationText.format(nanoseconds: now > v.last_seen_ns ? now - v.last_seen_ns : 0)) }
+        cell { $0.decimal(v.packets) }
+        cell { $0.decimal(v.bytes) }
+        if wide {
+            cell { $0.text(DurationText.format(nanoseconds: now > v.created_ns ? now - v.created_ns : 0)) }
+            cell { $0.decimal(v.epoch) }
+            cell { b in
+                let names = e.entry.flagNames
+                names.isEmpty ? b.byte(45) : b.text(names.joined(separator: ","))
+            }
+            cell { b in
+                if e.isNAT {
+                    b.endpoint(e.serviceAddress, e.servicePort)
+                    b.byte(47)
+                    b.proto(e.serviceProto)
+                } else {
+                    b.byte(45)
+                }
+            }
+            cell { b in b.text(FlowKey(e.key.pointee).description) }
+            cell { b in e.isNAT ? b.text(FlowKey(e.partnerKey.pointee).description) : b.byte(45) }
+        }
+        if showReason { cell { b in reason.map { b.text($0.rawValue) } ?? b.byte(45) } }
+        if resultColumn { cell { b in b.text(outcome.map(EntryPrinter.outcomeText) ?? "-") } }
+        return c
+    }
+
+    func row(_ cells: [[UInt8]]) {
+        if !sized {
+            for (i, c) in cells.enumerated() { widths[i] = max(widths[i], c.count) }
+            heldRows.append(cells)
+            if heldRows.count >= EntryPrinter.sizingRows { sizeAndRelease() }
+            return
+        }
+        write(cells)
+        w.flushIfFull()
+    }
+
+    func sizeAndRelease() {
+        sized = true
+        write(header.map { Array($0.utf8) })
+        for r in heldRows { write(r) }
+        heldRows.removeAll()
+    }
+
+    func write(_ cells: [[UInt8]]) {
+        for (i, c) in cells.enumerated() {
+            w.append(c)
+            if i < cells.count - 1 { w.spaces(widths[i] - c.count + 2) }
+        }
+        w.byte(10)
+    }
+}
