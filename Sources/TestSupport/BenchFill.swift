@@ -119,7 +119,7 @@ public struct BenchFill {
             guard n > 0 else { return }
             var count = UInt32(n)
             do throws(Errno) {
-                try Errno.check { CLibBPF_map_update_batch(dp.ct.fd, keys, values, &count, UInt64(BPF_ANY)) }
+                try Errno.bpf { CLibBPF_map_update_batch(dp.ct.fd, keys, values, &count, UInt64(BPF_ANY)) }
             } catch {
                 throw CtctlError.from(error, doing: "filling", path: dp.ct.path)
             }

@@ -54,10 +54,10 @@ struct Synthetic {
         )
     }
 
-    func with<T>(_ body: (EntryView) -> T) -> T {
+    func with<T>(_ body: (ReferenceEntry) -> T) -> T {
         var k = key
         var v = value
-        return withUnsafePointer(to: &k) { kp in withUnsafePointer(to: &v) { vp in body(EntryView(kp, vp)) } }
+        return withUnsafePointer(to: &k) { kp in withUnsafePointer(to: &v) { vp in body(ReferenceEntry(kp, vp)) } }
     }
 }
 

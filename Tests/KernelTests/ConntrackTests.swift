@@ -272,7 +272,7 @@ struct ConntrackTests {
             var outcomes: [DeleteOutcome] = []
             let stager = try Stager(t.dp, lock: t.lock())
             let d = Deleter(stager) { _, _, o in outcomes.append(o) }
-            for i in 0..<3 { try d.add(EntryView(buf + i, vals + i), reason: nil) }
+            for i in 0..<3 { try d.add(ReferenceEntry(buf + i, vals + i), reason: nil) }
             try d.flush()
             #expect(outcomes == [.changed, .deleted(partner: true), .gone])
             #expect(try t.entry(.udp, picks[0].0, picks[0].1) != nil, "the re-created entry survives")

@@ -111,7 +111,9 @@ struct LiveFlowTests {
             var outcomes: [StaleReason: DeleteOutcome] = [:]
             let d = Deleter(try Stager(t.dp, lock: t.lock())) { _, r, o in outcomes[r!] = o }
             for (k, v, r) in judged {
-                try withUnsafePointer(to: k) { k in try withUnsafePointer(to: v) { v in try d.add(EntryView(k, v), reason: r) } }
+                try withUnsafePointer(to: k) { k in
+                    try withUnsafePointer(to: v) { v in try d.add(ReferenceEntry(k, v), reason: r) }
+                }
             }
             try d.flush()
             #expect(outcomes == [.missedNAT: .noLongerStale, .halfPair: .noLongerStale, .expired: .noLongerStale])

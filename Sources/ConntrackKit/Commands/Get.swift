@@ -13,13 +13,8 @@ extension Operations {
         func add(_ k: ctctl_ct_key) throws {
             if seen.contains(where: { sameKey($0, k) }) { return }
             seen.append(k)
-            let value: ctctl_ct_value?
-            do throws(Errno) { value = try dp.ct.lookup(k, as: ctctl_ct_value.self) } catch {
-                throw CtctlError.from(error, doing: "reading", path: dp.ct.path)
-            }
-            guard var v = value else { return }
-            var k = k
-            found.append(EntryView(&k, &v), nil)
+            guard let v = try dp.ct.lookup(k, as: ctctl_ct_value.self) else { return }
+            found.append(key: k, value: v, nil)
         }
         try add(key.raw)
         try add(key.reversed().raw)
@@ -70,7 +65,7 @@ extension Operations {
     }
 
     static func explanation(
-        _ e: EntryView, reason: StaleReason?, view: ServiceView, epoch: UInt32, epochOn: Bool,
+        _ e: ReferenceEntry, reason: StaleReason?, view: ServiceView, epoch: UInt32, epochOn: Bool,
         dp: Dataplane, now: UInt64
     ) -> [String] {
         let entry = e.entry
@@ -140,7 +135,7 @@ extension Operations {
 extension EntryScan {
     /// Judges the entries of a buffer (not the map), with the same rules and partner check
     /// as a scan; `emit` gets only the stale ones.
-    func judgeOnly(_ entries: EntryBuffer, _ emit: (EntryView, StaleReason?) throws -> Void) throws {
+    func judgeOnly(_ entries: EntryBuffer, _ emit: (ReferenceEntry, StaleReason?) throws -> Void) throws {
         for i in 0..<entries.count { try consider(entries.view(i), emit) }
     }
 }

@@ -60,7 +60,7 @@ public enum Operations {
         }
 
         @inline(__always)
-        public func matches(_ e: EntryView) -> Bool {
+        public func matches(_ e: ReferenceEntry) -> Bool {
             guard e.proto == proto.number, e.familyRaw == dst.family.rawValue else { return false }
             let ks = e.keySrc
             let kd = e.keyDst
@@ -102,12 +102,12 @@ public enum Operations {
     /// audits each outcome. Shared by remove and service delete.
     static func deleteMatching(
         _ dp: Dataplane, lock: WriterLock?, _ o: DeleteOptions, audit: AuditLog?, why: String,
-        console: Console, _ matches: @escaping (EntryView) -> Bool
+        console: Console, _ matches: @escaping (ReferenceEntry) -> Bool
     ) throws -> (Deleter, EntryPrinter) {
         let now = Timestamp.monotonicNow()
         let printer = EntryPrinter(o.mode, to: console.out, now: now, showReason: false, resultColumn: true)
         printer.begin()
-        let report = { (e: EntryView, _: StaleReason?, outcome: DeleteOutcome) throws in
+        let report = { (e: ReferenceEntry, _: StaleReason?, outcome: DeleteOutcome) throws in
             printer.add(e, reason: nil, outcome: outcome)
             if case .deleted(let partner) = outcome { try audit?.deleted(e, why: why, withPartner: partner, now: now) }
         }

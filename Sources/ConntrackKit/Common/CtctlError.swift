@@ -6,6 +6,8 @@ public struct CtctlError: Error, CustomStringConvertible, Sendable {
     public let message: String
     /// What a long-lived user can act on (the watching heal reopens a replaced dataplane).
     public let cause: Cause
+    /// The errno behind it, if a system call failed.
+    public let errno: Int32?
 
     public enum Cause: Sendable, Equatable {
         case other
@@ -14,10 +16,11 @@ public struct CtctlError: Error, CustomStringConvertible, Sendable {
         case dataplaneReplaced
     }
 
-    public init(_ status: ExitStatus, _ message: String, cause: Cause = .other) {
+    public init(_ status: ExitStatus, _ message: String, cause: Cause = .other, errno: Int32? = nil) {
         self.status = status
         self.message = message
         self.cause = cause
+        self.errno = errno
     }
 
     public var description: String { message }
@@ -30,14 +33,14 @@ public struct CtctlError: Error, CustomStringConvertible, Sendable {
     public static func from(_ error: Errno, doing action: String, path: String? = nil) -> CtctlError {
         let at = path.map { " \($0)" } ?? ""
         if error.isPermission {
-            return CtctlError(.noPermission, "permission denied: \(action)\(at): \(privilegeHint)")
+            return CtctlError(.noPermission, "permission denied: \(action)\(at): \(privilegeHint)", errno: error.code)
         }
         if error.code == EROFS {
             return CtctlError(
                 .noPermission,
-                "\(action)\(at): it is on a read-only filesystem; reading commands work there, this one writes: run it where the pin directory is mounted read-write"
-            )
+                "\(action)\(at): it is on a read-only filesystem; reading commands work there, this one writes: run it where the pin directory is mounted read-write",
+                errno: error.code)
         }
-        return CtctlError(.software, "\(action)\(at) failed: \(error) (errno \(error.code))")
+        return CtctlError(.software, "\(action)\(at) failed: \(error) (errno \(error.code))", errno: error.code)
     }
 }

@@ -26,7 +26,7 @@ public final class Deleter {
     let stager: Stager?
     let partners: PartnerLookup
     let pending = EntryBuffer()
-    let report: (EntryView, StaleReason?, DeleteOutcome) throws -> Void
+    let report: (ReferenceEntry, StaleReason?, DeleteOutcome) throws -> Void
     public private(set) var deletedEntries = 0
     public private(set) var deletedByReason: [StaleReason: Int] = [:]
     public private(set) var changed = 0
@@ -40,7 +40,7 @@ public final class Deleter {
     private var handled = Set<UInt64>()
 
     /// Deletes through `stager`.
-    public init(_ stager: Stager, report: @escaping (EntryView, StaleReason?, DeleteOutcome) throws -> Void) {
+    public init(_ stager: Stager, report: @escaping (ReferenceEntry, StaleReason?, DeleteOutcome) throws -> Void) {
         dp = stager.dp
         self.stager = stager
         partners = PartnerLookup(stager.dp.ct)
@@ -48,7 +48,7 @@ public final class Deleter {
     }
 
     /// A dry run: reads only.
-    public init(dryRun dp: Dataplane, report: @escaping (EntryView, StaleReason?, DeleteOutcome) throws -> Void) {
+    public init(dryRun dp: Dataplane, report: @escaping (ReferenceEntry, StaleReason?, DeleteOutcome) throws -> Void) {
         self.dp = dp
         stager = nil
         partners = PartnerLookup(dp.ct)
@@ -59,7 +59,7 @@ public final class Deleter {
 
     public var dryRun: Bool { stager == nil }
 
-    public func add(_ e: EntryView, reason: StaleReason?) throws {
+    public func add(_ e: ReferenceEntry, reason: StaleReason?) throws {
         pending.append(e, reason)
         if pending.isFull { try flush() }
     }

@@ -23,14 +23,16 @@ final class EntryBuffer {
 
     var isFull: Bool { count == capacity }
 
-    func append(_ e: EntryView, _ reason: StaleReason?) {
-        keys[count] = e.key.pointee
-        values[count] = e.value.pointee
+    func append(_ e: ReferenceEntry, _ reason: StaleReason?) { append(key: e.key.pointee, value: e.value.pointee, reason) }
+
+    func append(key: ctctl_ct_key, value: ctctl_ct_value, _ reason: StaleReason?) {
+        keys[count] = key
+        values[count] = value
         reasons[count] = reason
         count += 1
     }
 
-    func view(_ i: Int) -> EntryView { EntryView(keys + i, values + i) }
+    func view(_ i: Int) -> ReferenceEntry { ReferenceEntry(keys + i, values + i) }
 
     func clear() { count = 0 }
 }

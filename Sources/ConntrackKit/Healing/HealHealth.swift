@@ -6,18 +6,10 @@ import Logging
 public enum HealHealth {
     /// Seconds since the last successful pass, from `ctctl_heal_last_success_timestamp_seconds`.
     public static func lastSuccessAge(metricsFile path: String) throws(CtctlError) -> Double {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 {
-            throw CtctlError(.software, "cannot read \(path): \(Errno(errno)) (is `ctctl heal --metrics-file \(path)` running?)")
-        }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = read(fd, &buf, buf.count)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            bytes += buf[..<n]
+        let bytes: [UInt8]
+        do { bytes = try FileDescriptor.open(path, O_RDONLY).readAll() } catch {
+            throw CtctlError(
+                .software, "cannot read \(path): \(error) (is `ctctl heal --metrics-file \(path)` running?)", errno: error.code)
         }
         let name = "ctctl_heal_last_success_timestamp_seconds "
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix(name) {

@@ -80,17 +80,12 @@ public final class HealMetrics {
     public func write() throws(CtctlError) {
         let tmp = path + ".tmp.\(getpid())"
         let text = render()
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw CtctlError.from(Errno(errno), doing: "writing metrics", path: tmp) }
-        let ok = text.utf8CString.withUnsafeBytes { raw -> Bool in
-            let n = raw.count - 1
-            return Glibc.write(fd, raw.baseAddress, n) == n
-        }
-        close(fd)
-        guard ok, rename(tmp, path) == 0 else {
-            let e = Errno(errno)
+        do throws(Errno) {
+            try FileDescriptor.open(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644).writeAll(Array(text.utf8))
+            try Errno.libc { rename(tmp, path) }
+        } catch {
             unlink(tmp)
-            throw CtctlError.from(e, doing: "writing metrics", path: path)
+            throw CtctlError.from(error, doing: "writing metrics", path: path)
         }
     }
 }

@@ -65,7 +65,7 @@ public final class Healer {
         let view = try ServiceView.read(dp, holdingLock: lock != nil)
         let judge = StaleJudge(view: view, timeouts: dp.timeouts, now: start, graceNs: options.graceNs)
         let audit = self.audit
-        let report = { (e: EntryView, reason: StaleReason?, outcome: DeleteOutcome) throws in
+        let report = { (e: ReferenceEntry, reason: StaleReason?, outcome: DeleteOutcome) throws in
             printer?.add(e, reason: reason, outcome: outcome)
             if case .deleted(let partner) = outcome {
                 try audit?.deleted(e, why: reason?.rawValue ?? "stale", withPartner: partner, now: start)

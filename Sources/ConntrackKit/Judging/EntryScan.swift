@@ -59,10 +59,10 @@ public final class EntryScan {
 
     deinit { partners.deallocate() }
 
-    public func run(_ emit: (EntryView, StaleReason?) throws -> Void) throws {
+    public func run(_ emit: (ReferenceEntry, StaleReason?) throws -> Void) throws {
         try Conntrack.scan(dp) { keys, values, n in
             for i in 0..<n {
-                let e = EntryView(keys + i, values + i)
+                let e = ReferenceEntry(keys + i, values + i)
                 guard filter.matches(e) else { continue }
                 try consider(e, emit)
             }
@@ -78,7 +78,7 @@ public final class EntryScan {
 
     /// One matched entry: emitted as is (a plain listing), or judged.
     @inline(__always)
-    func consider(_ e: EntryView, _ emit: (EntryView, StaleReason?) throws -> Void) throws {
+    func consider(_ e: ReferenceEntry, _ emit: (ReferenceEntry, StaleReason?) throws -> Void) throws {
         guard let judge else {
             totals.matched += 1
             try emit(e, nil)
@@ -95,7 +95,7 @@ public final class EntryScan {
 
     /// The halves the ledger says lost their partner: re-read each (it may have changed
     /// since), and check its partner again.
-    private func resolveLedger(_ emit: (EntryView, StaleReason?) throws -> Void) throws {
+    private func resolveLedger(_ emit: (ReferenceEntry, StaleReason?) throws -> Void) throws {
         guard let decoded = ledger?.decode() else { return }
         ledger = nil  // from here on, partner lookups decide half pairs directly
         guard decoded.complete else {
@@ -120,20 +120,18 @@ public final class EntryScan {
             }
             key.pointee = element.presentKey
             let present: Bool
-            do throws(Errno) { present = try dp.ct.lookup(UnsafeRawPointer(key), into: value) } catch {
-                throw CtctlError.from(error, doing: "reading", path: dp.ct.path)
-            }
+            present = try dp.ct.lookup(UnsafeRawPointer(key), into: value)
             guard present, value.pointee.created_ns == element.created, value.pointee.type == element.presentType else {
                 continue
             }
-            let e = EntryView(key, value)
+            let e = ReferenceEntry(key, value)
             // the scan judged its expiry already; here only whether its partner is still gone
             guard filter.matches(e), case .nat(_, let old) = judge!.judge(e), old, try !partners.check(e) else { continue }
             try found(e, .halfPair, emit)
         }
     }
 
-    private func found(_ e: EntryView, _ reason: StaleReason, _ emit: (EntryView, StaleReason?) throws -> Void) throws {
+    private func found(_ e: ReferenceEntry, _ reason: StaleReason, _ emit: (ReferenceEntry, StaleReason?) throws -> Void) throws {
         totals.matched += 1
         totals.byReason[reason, default: 0] += 1
         try emit(e, reason)
@@ -143,7 +141,7 @@ public final class EntryScan {
     /// back) past the grace period is stale; so is a half that is expired by the
     /// datapath's rule (idle, and its partner not live by its own state).
     private func resolvePartner(
-        _ e: EntryView, selfIdle: Bool, old: Bool, _ emit: (EntryView, StaleReason?) throws -> Void
+        _ e: ReferenceEntry, selfIdle: Bool, old: Bool, _ emit: (ReferenceEntry, StaleReason?) throws -> Void
     ) throws {
         guard let judge else { return }
         let ok = try partners.check(e)

@@ -89,7 +89,7 @@ final class PairLedger {
 
     /// Adds the pair of a NAT half (forward: +1, reverse: -1).
     @inline(__always)
-    func add(_ e: EntryView) {
+    func add(_ e: ReferenceEntry) {
         let forward = e.typeRaw == EntryType.natForward.rawValue
         let fk = UnsafeRawPointer(forward ? e.key : e.partnerKey)
         let rk = UnsafeRawPointer(forward ? e.partnerKey : e.key)

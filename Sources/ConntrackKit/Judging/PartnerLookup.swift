@@ -10,12 +10,10 @@ struct PartnerLookup {
     init(_ map: BPFMap) { self.map = map }
 
     /// Is the partner of `e` present and intact? Its value is in `value` afterwards.
-    func check(_ e: EntryView) throws(CtctlError) -> Bool {
+    func check(_ e: ReferenceEntry) throws(CtctlError) -> Bool {
         guard e.isNAT else { return false }
         let found: Bool
-        do throws(Errno) { found = try map.lookup(UnsafeRawPointer(e.partnerKey), into: value) } catch {
-            throw CtctlError.from(error, doing: "reading", path: map.path)
-        }
+        found = try map.lookup(UnsafeRawPointer(e.partnerKey), into: value)
         return found && ctctl_is_partner(value, e.key, e.typeRaw, e.createdNs) != 0
     }
 

@@ -27,7 +27,7 @@ public struct StaleJudge: Sendable {
     }
 
     @inline(__always)
-    public func judge(_ e: EntryView) -> Verdict {
+    public func judge(_ e: ReferenceEntry) -> Verdict {
         let proto = e.proto
         if !e.isNAT {
             if view.hasBackends(e.keyDst, e.keyDport, proto) { return .stale(.missedNAT) }

@@ -28,7 +28,7 @@ public final class BatchReader<Key, Value> {
             var count: UInt32 = 0
             var end = false
             do {
-                try Errno.check {
+                try Errno.bpf {
                     count = UInt32(capacity)
                     return first
                         ? CLibBPF_map_lookup_batch(map.fd, nil, &outBatch, keys, values, &count)

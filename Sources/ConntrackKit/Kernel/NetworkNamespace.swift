@@ -21,29 +21,26 @@ public enum NetworkNamespace {
             throw CtctlError.usage(
                 "bad network namespace name '\(name)': give the name under \(runDirectory) (see `ip netns list`)")
         }
-        let target = open(path(name), O_RDONLY | O_CLOEXEC)
-        if target < 0 {
-            let e = errno
-            if e == ENOENT {
+        let target: FileDescriptor
+        do { target = try FileDescriptor.open(path(name), O_RDONLY) } catch {
+            if error.code == ENOENT {
                 throw CtctlError.usage("no network namespace '\(name)' (\(path(name)) does not exist): see `ip netns list`")
             }
-            throw CtctlError.from(Errno(e), doing: "opening network namespace", path: path(name))
+            throw CtctlError.from(error, doing: "opening network namespace", path: path(name))
         }
-        defer { close(target) }
-        let original = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
-        if original < 0 {
-            throw CtctlError.from(Errno(errno), doing: "opening", path: "/proc/thread-self/ns/net")
+        let original: FileDescriptor
+        do { original = try FileDescriptor.open("/proc/thread-self/ns/net", O_RDONLY) } catch {
+            throw CtctlError.from(error, doing: "opening", path: "/proc/thread-self/ns/net")
         }
-        defer { close(original) }
         do {
-            try Errno.check { CLibBPF_setns_net(target) }
+            try Errno.bpf { CLibBPF_setns_net(target.raw) }
         } catch {
             throw CtctlError.from(error, doing: "entering network namespace", path: path(name))
         }
         defer {
             // Returning can only fail if the original namespace vanished, which it cannot
             // while we hold its fd; stay loud if it ever does.
-            if CLibBPF_setns_net(original) != 0 {
+            if CLibBPF_setns_net(original.raw) != 0 {
                 fatalError("ctctl: could not return to the original network namespace")
             }
         }

@@ -71,7 +71,7 @@ public struct PinDirectory: Sendable, CustomStringConvertible {
             throw CtctlError(.unavailable, "\(root) does not exist: is sysfs mounted? (\(PinDirectory.notBPFFSHint))")
         }
         do {
-            try Errno.check { mount("bpf", root, "bpf", 0, "mode=0700") }
+            try Errno.libc { mount("bpf", root, "bpf", 0, "mode=0700") }
         } catch {
             throw CtctlError.from(error, doing: "mounting bpffs at", path: root)
         }
@@ -81,8 +81,8 @@ public struct PinDirectory: Sendable, CustomStringConvertible {
     public func requireLoaded() throws(CtctlError) {
         try requireBPFFS()
         var st = stat()
-        if stat(pin(CTCTL_PIN_CONFIG), &st) != 0 {
-            if errno == EACCES || errno == EPERM {
+        do { try Errno.libc { stat(pin(CTCTL_PIN_CONFIG), &st) } } catch {
+            if error.isPermission {
                 throw CtctlError(.noPermission, "permission denied reading \(path): \(CtctlError.privilegeHint)")
             }
             throw CtctlError(.unavailable, "no dataplane at \(path): is it loaded? (`ctctl dataplane load --pin-dir \(path)`)")

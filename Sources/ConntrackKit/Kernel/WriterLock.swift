@@ -10,44 +10,43 @@ import Glibc
 /// takes. So after flock succeeds the lock checks that the path still names the directory it
 /// locked, and starts over on the new one if not.
 public final class WriterLock {
-    private let fd: Int32
+    private let file: FileDescriptor
     let dir: PinDirectory
 
     public init(_ dir: PinDirectory, timeoutMs: Int = 30_000) throws(CtctlError) {
         self.dir = dir
         var waited = 0
         while true {
-            let fd = open(dir.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            if fd < 0 {
-                let e = Errno(errno)
-                if e.code == ENOENT {
+            let file: FileDescriptor
+            do { file = try FileDescriptor.open(dir.path, O_RDONLY | O_DIRECTORY) } catch {
+                if error.code == ENOENT {
                     throw CtctlError(
                         .unavailable, "no dataplane at \(dir.path): is it loaded? (`ctctl dataplane load --pin-dir \(dir.path)`)")
                 }
-                throw CtctlError.from(e, doing: "opening pin directory", path: dir.path)
+                throw CtctlError.from(error, doing: "opening pin directory", path: dir.path)
             }
-            while flock(fd, LOCK_EX | LOCK_NB) != 0 {
-                let e = errno
-                if e == EINTR { continue }
-                if e != EWOULDBLOCK {
-                    close(fd)
-                    throw CtctlError.from(Errno(e), doing: "locking", path: dir.path)
+            while true {
+                do throws(Errno) {
+                    try Errno.libc { flock(file.raw, LOCK_EX | LOCK_NB) }
+                    break
+                } catch  where error.code == EWOULDBLOCK {
+                    if waited >= timeoutMs {
+                        throw CtctlError(
+                            .software,
+                            "another ctctl command has held the lock on \(dir.path) for \(timeoutMs / 1000)s (a running heal pass?): try again, or find it with `fuser -v \(dir.path)`"
+                        )
+                    }
+                    usleep(10_000)
+                    waited += 10
+                } catch {
+                    throw CtctlError.from(error, doing: "locking", path: dir.path)
                 }
-                if waited >= timeoutMs {
-                    close(fd)
-                    throw CtctlError(
-                        .software,
-                        "another ctctl command has held the lock on \(dir.path) for \(timeoutMs / 1000)s (a running heal pass?): try again, or find it with `fuser -v \(dir.path)`"
-                    )
-                }
-                usleep(10_000)
-                waited += 10
             }
-            if WriterLock.sameDirectory(fd, dir.path) {
-                self.fd = fd
+            // locked a directory that was replaced meanwhile? then lock the new one
+            if WriterLock.sameDirectory(file.raw, dir.path) {
+                self.file = file
                 return
             }
-            close(fd)  // locked a directory that was replaced meanwhile: lock the new one
         }
     }
 
@@ -58,10 +57,8 @@ public final class WriterLock {
     }
 
     /// Does the pin directory's path still name the directory this lock holds?
-    public var stillHeld: Bool { WriterLock.sameDirectory(fd, dir.path) }
+    public var stillHeld: Bool { WriterLock.sameDirectory(file.raw, dir.path) }
 
-    deinit {
-        flock(fd, LOCK_UN)
-        close(fd)
-    }
+    // closing the descriptor releases the lock
+
 }

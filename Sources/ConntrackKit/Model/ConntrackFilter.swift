@@ -1,5 +1,3 @@
-import CLibBPF
-
 /// Which entries a listing shows. Every field narrows; source and destination always
 /// mean the original direction of the flow.
 public struct ConntrackFilter: Sendable, Equatable {
@@ -18,10 +16,10 @@ public struct ConntrackFilter: Sendable, Equatable {
     public var isEmpty: Bool { self == ConntrackFilter() }
 
     @inline(__always)
-    public func matches(_ e: EntryView) -> Bool {
+    public func matches<E: EntryFacts>(_ e: E) -> Bool {
         if let proto, e.proto != proto.number { return false }
         if let family, e.familyRaw != family.rawValue { return false }
-        if let type, e.typeRaw != type.rawValue { return false }
+        if let type, e.type != type { return false }
         if let sourcePort, e.originalSourcePort != sourcePort { return false }
         if let destinationPort, e.originalDestinationPort != destinationPort { return false }
         if let source, !source.contains(e.originalSource) { return false }

@@ -5,28 +5,24 @@ import Glibc
 /// which command, when. Opened (append, create) before any work, so a bad path fails
 /// first and nothing is deleted unrecorded.
 public final class AuditLog {
-    let fd: Int32
+    let file: FileDescriptor
     let command: String
     let path: String
 
     public init(path: String, command: String) throws(CtctlError) {
-        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
-        if fd < 0 {
-            let e = errno
-            if e == ENOENT {
+        do { file = try FileDescriptor.open(path, O_WRONLY | O_APPEND | O_CREAT, mode: 0o640) } catch {
+            if error.code == ENOENT {
                 throw .usage("cannot open audit log \(path): its directory does not exist")
             }
-            throw CtctlError(e == EACCES || e == EPERM ? .noPermission : .usage, "cannot open audit log \(path): \(Errno(e))")
+            throw CtctlError(
+                error.isPermission ? .noPermission : .usage, "cannot open audit log \(path): \(error)", errno: error.code)
         }
-        self.fd = fd
         self.command = command
         self.path = path
     }
 
-    deinit { close(fd) }
-
     /// Records an entry that was deleted, and its partner if it went with it.
-    public func deleted(_ e: EntryView, why: String, withPartner: Bool, now: UInt64) throws(CtctlError) {
+    public func deleted<E: EntryFacts>(_ e: E, why: String, withPartner: Bool, now: UInt64) throws(CtctlError) {
         let time = Timestamp.rfc3339Millis(Timestamp.realtimeNow())
         var w = ByteWriter(stream: nil, chunk: 1024)
         func header(_ deletedAs: StaticString) {
@@ -43,28 +39,18 @@ public final class AuditLog {
         header("entry")
         EntryJSON.write(e, now: now, reason: StaleReason(rawValue: why), into: &w)
         w.ascii("}\n")
-        if withPartner {
+        if withPartner, let partner = e.storedPartner {
             header("partner")
             w.ascii("{\"type\":\"")
-            w.text(e.typeRaw == 1 ? "nat-rev" : "nat-fwd")
+            w.text(e.type == .natForward ? EntryType.natReverse.name : EntryType.natForward.name)
             w.ascii("\",\"key\":")
-            EntryJSON.tuple(&w, e.partnerKey)
+            EntryJSON.tuple(&w, partner)
             w.ascii("},\"partner_of\":")
-            EntryJSON.tuple(&w, e.key)
+            EntryJSON.tuple(&w, e.storedKey)
             w.ascii("}\n")
         }
-        let ok = w.bytes.withUnsafeBytes { raw -> Bool in
-            var off = 0
-            while off < raw.count {
-                let n = write(fd, raw.baseAddress! + off, raw.count - off)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    return false
-                }
-                off += n
-            }
-            return true
+        do throws(Errno) { try file.writeAll(w.bytes) } catch {
+            throw CtctlError.from(error, doing: "writing the audit log", path: path)
         }
-        if !ok { throw CtctlError(.software, "writing the audit log \(path) failed: \(Errno(errno))") }
     }
 }

@@ -67,16 +67,7 @@ public final class FDStream: TextStream {
         defer { buffer.removeAll(keepingCapacity: true) }
         if failed { return }
         buffer.withUnsafeBytes { raw in
-            var off = 0
-            while off < raw.count {
-                let n = Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    failed = true
-                    return
-                }
-                off += n
-            }
+            do throws(Errno) { try FileDescriptor.writeAll(to: fd, raw) } catch { failed = true }
         }
     }
 }

@@ -1,40 +1,26 @@
-import CLibBPF
-
 /// The one JSON form of an entry (docs/json.md, docs/schema/entry.schema.json): used by
 /// `list -o json`, the remove and heal reports, and the audit log.
 public enum EntryJSON {
-    static func tuple(_ w: inout ByteWriter, _ k: UnsafePointer<ctctl_ct_key>) {
-        let family = k.pointee.family
-        let raw = UnsafeRawPointer(k)
+    static func tuple(_ w: inout ByteWriter, _ t: StoredTuple) {
         w.ascii("{\"src\":")
-        w.jsonAddress(IPAddress(raw: raw, family: family))
+        w.jsonAddress(t.src)
         w.ascii(",\"sport\":")
-        w.decimal(UInt16(bigEndian: k.pointee.sport))
+        w.decimal(t.sport)
         w.ascii(",\"dst\":")
-        w.jsonAddress(IPAddress(raw: raw + 16, family: family))
+        w.jsonAddress(t.dst)
         w.ascii(",\"dport\":")
-        w.decimal(UInt16(bigEndian: k.pointee.dport))
+        w.decimal(t.dport)
         w.byte(125)
     }
 
-    static func flags(_ w: inout ByteWriter, _ f: UInt32) {
-        w.byte(91)
-        var first = true
-        for (bit, name) in [
-            (CTCTL_CT_F_FIN, "\"fin\""), (CTCTL_CT_F_RST, "\"rst\""), (CTCTL_CT_F_SEEN_REPLY, "\"seen-reply\""),
-            (CTCTL_CT_F_CONVERTED, "\"converted\""),
-        ] where f & bit != 0 {
-            if !first { w.byte(44) }
-            w.text(name)
-            first = false
-        }
-        w.byte(93)
+    static func optional(_ w: inout ByteWriter, _ v: UInt64?) {
+        if let v { w.decimal(v) } else { w.ascii("null") }
     }
 
     /// Writes one entry object; `extra` appends fields before the closing brace.
     @inline(__always)
-    public static func write(
-        _ e: EntryView, now: UInt64, reason: StaleReason?, into w: inout ByteWriter,
+    public static func write<E: EntryFacts>(
+        _ e: E, now: UInt64, reason: StaleReason?, into w: inout ByteWriter,
         extra: ((inout ByteWriter) -> Void)? = nil
     ) {
         w.ascii("{\"proto\":\"")
@@ -50,11 +36,7 @@ public enum EntryJSON {
         w.ascii(",\"dport\":")
         w.decimal(e.originalDestinationPort)
         w.ascii(",\"type\":\"")
-        switch e.typeRaw {
-        case 1: w.ascii("nat-fwd")
-        case 2: w.ascii("nat-rev")
-        default: w.ascii("normal")
-        }
+        w.text(e.type.name)
         if e.isNAT {
             w.ascii("\",\"nat_ip\":")
             w.jsonAddress(e.natAddress)
@@ -70,24 +52,23 @@ public enum EntryJSON {
         } else {
             w.ascii("\",\"nat_ip\":null,\"nat_port\":null,\"backend\":null,\"service\":null")
         }
-        let v = e.value.pointee
         w.ascii(",\"created_ago_ns\":")
-        w.decimal(now > v.created_ns ? now - v.created_ns : 0)
+        optional(&w, e.created.map { now > $0 ? now - $0 : 0 })
         w.ascii(",\"last_seen_ago_ns\":")
-        w.decimal(now > v.last_seen_ns ? now - v.last_seen_ns : 0)
+        w.decimal(now > e.lastSeenNs ? now - e.lastSeenNs : 0)
         w.ascii(",\"packets\":")
-        w.decimal(v.packets)
+        optional(&w, e.packetCount)
         w.ascii(",\"bytes\":")
-        w.decimal(v.bytes)
+        optional(&w, e.byteCount)
         w.ascii(",\"epoch\":")
-        w.decimal(v.epoch)
+        optional(&w, e.serviceEpoch.map(UInt64.init))
         w.ascii(",\"flags\":")
-        flags(&w, v.flags)
+        e.writeFlagsJSON(into: &w)
         w.ascii(",\"key\":")
-        tuple(&w, e.key)
-        if e.isNAT {
+        tuple(&w, e.storedKey)
+        if let partner = e.storedPartner {
             w.ascii(",\"partner\":")
-            tuple(&w, e.partnerKey)
+            tuple(&w, partner)
         } else {
             w.ascii(",\"partner\":null")
         }
@@ -98,7 +79,20 @@ public enum EntryJSON {
         } else {
             w.ascii(",\"reason\":null")
         }
+        e.writeLayoutJSON(into: &w)
         extra?(&w)
         w.byte(125)
+    }
+}
+
+extension EntryFacts {
+    /// The flags as a JSON array of names (layouts with a faster way override it).
+    public func writeFlagsJSON(into w: inout ByteWriter) {
+        w.byte(91)
+        for (i, name) in flagNames.enumerated() {
+            if i > 0 { w.byte(44) }
+            w.jsonString(name)
+        }
+        w.byte(93)
     }
 }

@@ -1,5 +1,3 @@
-import CLibBPF
-
 /// Streams entries as a table (`-o table`, `-o wide`) or one JSON array (`-o json`),
 /// or only counts them (`--count`). Memory stays flat: JSON goes out as it is written,
 /// and a table sizes its columns from the first rows, then streams.
@@ -46,7 +44,7 @@ public final class EntryPrinter {
     }
 
     @inline(__always)
-    public func add(_ e: EntryView, reason: StaleReason?, outcome: DeleteOutcome? = nil) {
+    public func add<E: EntryFacts>(_ e: E, reason: StaleReason?, outcome: DeleteOutcome? = nil) {
         count += 1
         switch mode {
         case .count:
@@ -99,7 +97,7 @@ public final class EntryPrinter {
         }
     }
 
-    func cells(_ e: EntryView, wide: Bool, reason: StaleReason?, outcome: DeleteOutcome?) -> [[UInt8]] {
+    func cells<E: EntryFacts>(_ e: E, wide: Bool, reason: StaleReason?, outcome: DeleteOutcome?) -> [[UInt8]] {
         var c: [[UInt8]] = []
         c.reserveCapacity(header.count)
         func cell(_ f: (inout ByteWriter) -> Void) {
@@ -107,20 +105,21 @@ public final class EntryPrinter {
             f(&b)
             c.append(b.bytes)
         }
-        let v = e.value.pointee
+        func ago(_ t: UInt64) -> String { DurationText.format(nanoseconds: now > t ? now - t : 0) }
+        func optional(_ b: inout ByteWriter, _ v: UInt64?) { if let v { b.decimal(v) } else { b.byte(45) } }
         cell { $0.proto(e.proto) }
         cell { $0.endpoint(e.originalSource, e.originalSourcePort) }
         cell { $0.endpoint(e.originalDestination, e.originalDestinationPort) }
         cell { b in e.isNAT ? b.endpoint(e.backendAddress, e.backendPort) : b.byte(45) }
         cell { $0.text(e.type.name) }
-        cell { $0.text(DurationText.format(nanoseconds: now > v.last_seen_ns ? now - v.last_seen_ns : 0)) }
-        cell { $0.decimal(v.packets) }
-        cell { $0.decimal(v.bytes) }
+        cell { $0.text(ago(e.lastSeenNs)) }
+        cell { optional(&$0, e.packetCount) }
+        cell { optional(&$0, e.byteCount) }
         if wide {
-            cell { $0.text(DurationText.format(nanoseconds: now > v.created_ns ? now - v.created_ns : 0)) }
-            cell { $0.decimal(v.epoch) }
+            cell { b in e.created.map { b.text(ago($0)) } ?? b.byte(45) }
+            cell { optional(&$0, e.serviceEpoch.map(UInt64.init)) }
             cell { b in
-                let names = e.entry.flagNames
+                let names = e.flagNames
                 names.isEmpty ? b.byte(45) : b.text(names.joined(separator: ","))
             }
             cell { b in
@@ -132,8 +131,8 @@ public final class EntryPrinter {
                     b.byte(45)
                 }
             }
-            cell { b in b.text(FlowKey(e.key.pointee).description) }
-            cell { b in e.isNAT ? b.text(FlowKey(e.partnerKey.pointee).description) : b.byte(45) }
+            cell { b in b.text(e.storedKey.description(proto: e.proto)) }
+            cell { b in e.storedPartner.map { b.text($0.description(proto: e.proto)) } ?? b.byte(45) }
         }
         if showReason { cell { b in reason.map { b.text($0.rawValue) } ?? b.byte(45) } }
         if resultColumn { cell { b in b.text(outcome.map(EntryPrinter.outcomeText) ?? "-") } }

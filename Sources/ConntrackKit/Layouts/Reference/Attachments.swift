@@ -42,28 +42,24 @@ public enum Attachments {
     public static func attach(_ dp: Dataplane, ifname: String, netns: String?, lock: WriterLock) throws {
         try dp.verify(holding: lock)
         let key = try key(netns: netns ?? "", ifname: ifname)
-        let progPath = dp.pinDir.pin(CTCTL_PIN_PROG_TC)
-        let progFD: Int32
-        do { progFD = try Errno.check { CLibBPF_obj_get(progPath, 0) } } catch {
-            throw CtctlError.from(error, doing: "opening program", path: progPath)
-        }
-        defer { close(progFD) }
+        let prog = try openProgram(
+            dp.pinDir.pin(CTCTL_PIN_PROG_TC), missing: "no datapath program in \(dp.pinDir.path): load the dataplane again")
         let (ifindex, progID) = try NetworkNamespace.run(in: netns) { () throws -> (Int32, UInt32) in
             let ifindex = try NetworkNamespace.interfaceIndex(ifname, netns: netns)
             var progID: UInt32 = 0
             var created: Int32 = 0
             do throws(Errno) {
-                try Errno.check { CLibBPF_tc_attach(ifindex, progFD, &progID, &created) }
+                try Errno.bpf { CLibBPF_tc_attach(ifindex, prog.raw, &progID, &created) }
             } catch {
                 throw CtctlError.from(error, doing: "attaching TC clsact ingress on", path: ifname)
             }
             return (ifindex, progID)
         }
         let value = ctctl_attach_value(ifindex: UInt32(ifindex), prog_id: progID, attached_at: UInt64(time(nil)))
-        do throws(Errno) { try dp.attachments.update(key, value) } catch {
+        do { try dp.attachments.update(key, value) } catch {
             // keep the kernel and the record in step: undo the attach
             _ = try? NetworkNamespace.run(in: netns) { CLibBPF_tc_detach(ifindex) }
-            throw CtctlError.from(error, doing: "recording the attachment in", path: dp.attachments.path)
+            throw error
         }
     }
 
@@ -85,7 +81,7 @@ public enum Attachments {
                 throw error
             }
             do throws(Errno) {
-                try Errno.check { CLibBPF_tc_detach(ifindex) }
+                try Errno.bpf { CLibBPF_tc_detach(ifindex) }
                 return true
             } catch  where error.code == ENOENT {
                 if recorded != nil { return false }

@@ -7,9 +7,7 @@ public enum Conntrack {
     public static func lookup(_ dp: Dataplane, _ key: FlowKey) throws(CtctlError) -> ConntrackEntry? {
         let raw = key.raw
         let value: ctctl_ct_value?
-        do throws(Errno) { value = try dp.ct.lookup(raw, as: ctctl_ct_value.self) } catch {
-            throw CtctlError.from(error, doing: "reading", path: dp.ct.path)
-        }
+        value = try dp.ct.lookup(raw, as: ctctl_ct_value.self)
         return value.map { ConntrackEntry(key: raw, value: $0) }
     }
 

@@ -21,12 +21,8 @@ public final class Dataplane: @unchecked Sendable {
         try pinDir.requireLoaded()
         self.pinDir = pinDir
         self.readOnly = readOnly
-        let configMap = try BPFMap.open(pinDir.pin(CTCTL_PIN_CONFIG), spec: .config, readOnly: true)
-        let cfg: ctctl_config?
-        do { cfg = try configMap.lookup(UInt32(0), as: ctctl_config.self) } catch {
-            throw CtctlError.from(error, doing: "reading", path: configMap.path)
-        }
-        guard let cfg, cfg.magic == CTCTL_MAGIC else {
+        let configMap = try MapSpec.config.open(in: pinDir, readOnly: true)
+        guard let cfg = try configMap.lookup(UInt32(0), as: ctctl_config.self), cfg.magic == CTCTL_MAGIC else {
             throw CtctlError(
                 .badLayout, "\(configMap.path) is not a ctctl dataplane configuration: refusing to use \(pinDir.path)")
         }
@@ -37,12 +33,12 @@ public final class Dataplane: @unchecked Sendable {
             )
         }
         config = cfg
-        ct = try BPFMap.open(pinDir.pin(CTCTL_PIN_CT), spec: .ct, readOnly: readOnly)
-        natFrontend = try BPFMap.open(pinDir.pin(CTCTL_PIN_NAT_FE), spec: .natFrontend, readOnly: readOnly)
-        natBackend = try BPFMap.open(pinDir.pin(CTCTL_PIN_NAT_BE), spec: .natBackend, readOnly: readOnly)
-        counters = try BPFMap.open(pinDir.pin(CTCTL_PIN_COUNTERS), spec: .counters, readOnly: true)
-        attachments = try BPFMap.open(pinDir.pin(CTCTL_PIN_ATTACH), spec: .attach, readOnly: readOnly)
-        stateMap = try BPFMap.open(pinDir.pin(CTCTL_PIN_STATE), spec: .state, readOnly: readOnly)
+        ct = try MapSpec.ct.open(in: pinDir, readOnly: readOnly)
+        natFrontend = try MapSpec.natFrontend.open(in: pinDir, readOnly: readOnly)
+        natBackend = try MapSpec.natBackend.open(in: pinDir, readOnly: readOnly)
+        counters = try MapSpec.counters.open(in: pinDir, readOnly: true)
+        attachments = try MapSpec.attach.open(in: pinDir, readOnly: readOnly)
+        stateMap = try MapSpec.state.open(in: pinDir, readOnly: readOnly)
     }
 
     deinit {
@@ -55,24 +51,18 @@ public final class Dataplane: @unchecked Sendable {
     /// The live state (.data), mapped once and shared with the datapath.
     func state() throws(CtctlError) -> UnsafeMutablePointer<ctctl_state> {
         if let stateMapping { return stateMapping }
-        do {
-            let p = try stateMap.mmapValues(length: Int(getpagesize())).bindMemory(to: ctctl_state.self, capacity: 1)
-            stateMapping = p
-            return p
-        } catch {
-            throw CtctlError.from(error, doing: "mapping", path: stateMap.path)
-        }
+        let p = try stateMap.mmapValues(length: Int(getpagesize())).bindMemory(to: ctctl_state.self, capacity: 1)
+        stateMapping = p
+        return p
     }
 
     /// The live state. Writers read it from the shared mapping; read-only fds cannot be
     /// mapped shared (the kernel clears VM_SHARED for them), so readers look it up.
     func readState() throws(CtctlError) -> ctctl_state {
         if !readOnly { return try state().pointee }
-        let s: ctctl_state?
-        do throws(Errno) { s = try stateMap.lookup(UInt32(0), as: ctctl_state.self) } catch {
-            throw CtctlError.from(error, doing: "reading", path: stateMap.path)
+        guard let s = try stateMap.lookup(UInt32(0), as: ctctl_state.self) else {
+            throw CtctlError(.badLayout, "\(stateMap.path) is empty: not a ctctl dataplane")
         }
-        guard let s else { throw CtctlError(.badLayout, "\(stateMap.path) is empty: not a ctctl dataplane") }
         return s
     }
 
@@ -108,11 +98,7 @@ public final class Dataplane: @unchecked Sendable {
         let buf = UnsafeMutablePointer<ctctl_counters>.allocate(capacity: max(ncpu, 1))
         defer { buf.deallocate() }
         var key: UInt32 = 0
-        do {
-            _ = try counters.lookup(&key, into: buf)
-        } catch {
-            throw CtctlError.from(error, doing: "reading", path: counters.path)
-        }
+        _ = try counters.lookup(&key, into: buf)
         var totals = [UInt64](repeating: 0, count: DatapathCounter.names.count)
         for cpu in 0..<ncpu {
             withUnsafeBytes(of: &buf[cpu].c) { raw in
@@ -148,9 +134,7 @@ public final class Dataplane: @unchecked Sendable {
     public func verifyPinned(only: [String]? = nil, progress: String? = nil) throws(CtctlError) {
         for map in openedMaps where only.map({ $0.contains(map.pin) }) ?? true {
             let now: UInt32?
-            do throws(Errno) { now = try pinnedID(map.path) } catch {
-                throw CtctlError.from(error, doing: "checking", path: map.path)
-            }
+            now = try pinnedID(map.path)
             guard now != map.info.id else { continue }
             let what = now == nil ? "was unloaded" : "was unloaded and loaded again (new maps at the same paths)"
             throw CtctlError(

@@ -16,15 +16,7 @@ public enum Loader {
     public static let objectEnvironment = "CTCTL_BPF_OBJECT"
 
     /// Every pin a loaded dataplane has, and nothing else: unload removes exactly these.
-    static let mapPins: [(objectName: String, pin: String)] = [
-        ("ct", CTCTL_PIN_CT), ("nat_fe", CTCTL_PIN_NAT_FE), ("nat_be", CTCTL_PIN_NAT_BE),
-        ("counters", CTCTL_PIN_COUNTERS), ("attach", CTCTL_PIN_ATTACH), ("stage", CTCTL_PIN_STAGE),
-        (".rodata", CTCTL_PIN_CONFIG), (".data", CTCTL_PIN_STATE),
-    ]
-    static let progPins: [(objectName: String, pin: String)] = [
-        ("ctctl_tc", CTCTL_PIN_PROG_TC), ("ctctl_stage", CTCTL_PIN_PROG_STAGE),
-    ]
-    public static var allPins: [String] { mapPins.map(\.pin) + progPins.map(\.pin) }
+    public static var allPins: [String] { MapSpec.all.map(\.pin) + ProgramSpec.all.map(\.pin) }
 
     /// The BPF object: $CTCTL_BPF_OBJECT, else beside the executable, else in
     /// ../lib/ctctl/ relative to it (the installed layout). Never the source tree.
@@ -86,7 +78,7 @@ public enum Loader {
         LibBPFLog.quiet()
         CLibBPF_clear_log()
         guard let obj = bpf_object__open_file(path, nil) else {
-            throw CtctlError(.software, "cannot open BPF object \(path): \(Errno(errno)) \(libbpfLogTail(300))")
+            throw CtctlError(.software, "cannot open BPF object \(path): \(Errno.current) \(libbpfLogTail(300))")
         }
         defer { bpf_object__close(obj) }
 
@@ -122,21 +114,22 @@ public enum Loader {
             throw CtctlError(.software, "the kernel refused the dataplane (\(e)): \(log)")
         }
 
-        let created = mkdir(pinDir.path, 0o700) == 0
-        if !created && errno != EEXIST {
-            throw CtctlError.from(Errno(errno), doing: "creating pin directory", path: pinDir.path)
+        var created = true
+        do { try Errno.libc { mkdir(pinDir.path, 0o700) } } catch {
+            guard error.code == EEXIST else { throw CtctlError.from(error, doing: "creating pin directory", path: pinDir.path) }
+            created = false
         }
         var pinned: [String] = []
         do throws(CtctlError) {
             // every map and program, with how to pin it (nil: the object lacks it)
             let pinners: [(kind: String, name: String, pin: String, pinTo: (String) -> Int32?)] =
-                mapPins.map { m in
+                MapSpec.all.map { m in
                     (
                         "map", m.objectName, m.pin,
                         { p in bpf_object__find_map_by_name(obj, m.objectName).map { bpf_map__pin($0, p) } }
                     )
                 }
-                + progPins.map { g in
+                + ProgramSpec.all.map { g in
                     (
                         "program", g.objectName, g.pin,
                         { p in bpf_object__find_program_by_name(obj, g.objectName).map { bpf_program__pin($0, p) } }
@@ -189,16 +182,16 @@ public enum Loader {
         _ = lock
         for pin in allPins {
             let p = pinDir.pin(pin)
-            if unlink(p) != 0 && errno != ENOENT {
-                throw CtctlError.from(Errno(errno), doing: "unpinning", path: p)
-            }
+            do { try Errno.libc { unlink(p) } } catch  where error.code != ENOENT {
+                throw CtctlError.from(error, doing: "unpinning", path: p)
+            } catch {}
         }
-        if rmdir(pinDir.path) != 0 && errno != ENOENT {
+        do { try Errno.libc { rmdir(pinDir.path) } } catch  where error.code != ENOENT {
             let others = directoryEntries(pinDir.path)
             throw CtctlError(
                 .software,
                 "unpinned the dataplane, but \(pinDir.path) still holds \(others.joined(separator: ", ")), which ctctl did not create: left in place"
             )
-        }
+        } catch {}
     }
 }

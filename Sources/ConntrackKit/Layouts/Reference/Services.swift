@@ -35,10 +35,7 @@ public enum Services {
         try validate(ref, backends: backends)
         try dp.verify(holding: lock)
         let fk = ref.frontendKey
-        let existing: ctctl_fe_value?
-        do throws(Errno) { existing = try dp.natFrontend.lookup(fk, as: ctctl_fe_value.self) } catch {
-            throw CtctlError.from(error, doing: "reading", path: dp.natFrontend.path)
-        }
+        let existing = try dp.natFrontend.lookup(fk, as: ctctl_fe_value.self)
         let id: UInt32
         if let existing {
             id = existing.svc_id
@@ -53,17 +50,12 @@ public enum Services {
         // what is there now, to put back if a write fails (a map full): a failed set
         // changes nothing
         var previous: [ctctl_be_value?] = []
-        do throws(Errno) {
-            for ordinal in 0..<max(old, n) {
-                previous.append(
-                    try dp.natBackend.lookup(ctctl_be_key(svc_id: id, ordinal: UInt32(ordinal)), as: ctctl_be_value.self))
-            }
-        } catch {
-            throw CtctlError.from(error, doing: "reading", path: dp.natBackend.path)
+        for ordinal in 0..<max(old, n) {
+            previous.append(try dp.natBackend.lookup(ctctl_be_key(svc_id: id, ordinal: UInt32(ordinal)), as: ctctl_be_value.self))
         }
         try dp.beginServiceWrite()
         defer { _ = try? dp.endServiceWrite() }
-        do throws(Errno) {
+        do throws(CtctlError) {
             if n >= old {
                 try writeBackends(dp, id, backends)
                 midWrite?()
@@ -81,16 +73,17 @@ public enum Services {
                 let key = ctctl_be_key(svc_id: id, ordinal: UInt32(ordinal))
                 if let value { try? dp.natBackend.update(key, value) } else { try? dp.natBackend.delete(key) }
             }
-            if error.code == E2BIG || error.code == ENOMEM {
+            if error.errno == E2BIG || error.errno == ENOMEM {
                 throw CtctlError(
-                    .software, "the NAT maps are full (\(error)): nothing was changed; delete unused services first")
+                    .software, "the NAT maps are full (\(Errno(error.errno!))): nothing was changed; delete unused services first"
+                )
             }
-            throw CtctlError.from(error, doing: "writing service \(ref) to", path: dp.pinDir.path)
+            throw error
         }
         return existing == nil
     }
 
-    private static func writeBackends(_ dp: Dataplane, _ id: UInt32, _ backends: [Endpoint]) throws(Errno) {
+    private static func writeBackends(_ dp: Dataplane, _ id: UInt32, _ backends: [Endpoint]) throws(CtctlError) {
         for (ordinal, b) in backends.enumerated() {
             try dp.natBackend.update(ctctl_be_key(svc_id: id, ordinal: UInt32(ordinal)), b.backendValue)
         }
@@ -104,40 +97,24 @@ public enum Services {
         guard let svc = try get(dp, ref) else { return nil }
         try dp.beginServiceWrite()
         defer { _ = try? dp.endServiceWrite() }
-        do throws(Errno) {
-            try dp.natFrontend.delete(ref.frontendKey)
-        } catch {
-            throw CtctlError.from(error, doing: "deleting frontend \(ref) from", path: dp.natFrontend.path)
-        }
-        do throws(Errno) {
-            for ordinal in 0..<svc.backends.count {
-                try dp.natBackend.delete(ctctl_be_key(svc_id: svc.id, ordinal: UInt32(ordinal)))
-            }
-        } catch {
-            throw CtctlError.from(error, doing: "deleting backends of \(ref) from", path: dp.natBackend.path)
+        try dp.natFrontend.delete(ref.frontendKey)
+        for ordinal in 0..<svc.backends.count {
+            try dp.natBackend.delete(ctctl_be_key(svc_id: svc.id, ordinal: UInt32(ordinal)))
         }
         return svc
     }
 
     public static func get(_ dp: Dataplane, _ ref: ServiceRef) throws(CtctlError) -> Service? {
-        let fe: ctctl_fe_value?
-        do throws(Errno) { fe = try dp.natFrontend.lookup(ref.frontendKey, as: ctctl_fe_value.self) } catch {
-            throw CtctlError.from(error, doing: "reading", path: dp.natFrontend.path)
-        }
-        guard let fe else { return nil }
+        guard let fe = try dp.natFrontend.lookup(ref.frontendKey, as: ctctl_fe_value.self) else { return nil }
         return try service(dp, ref, fe)
     }
 
     static func service(_ dp: Dataplane, _ ref: ServiceRef, _ fe: ctctl_fe_value) throws(CtctlError) -> Service {
         var backends: [Endpoint?] = []
-        do throws(Errno) {
-            for ordinal in 0..<min(fe.backend_count, CTCTL_MAX_BACKENDS) {
-                backends.append(
-                    try dp.natBackend.lookup(ctctl_be_key(svc_id: fe.svc_id, ordinal: ordinal), as: ctctl_be_value.self).map(
-                        Endpoint.init))
-            }
-        } catch {
-            throw CtctlError.from(error, doing: "reading", path: dp.natBackend.path)
+        for ordinal in 0..<min(fe.backend_count, CTCTL_MAX_BACKENDS) {
+            backends.append(
+                try dp.natBackend.lookup(ctctl_be_key(svc_id: fe.svc_id, ordinal: ordinal), as: ctctl_be_value.self).map(
+                    Endpoint.init))
         }
         return Service(ref: ref, id: fe.svc_id, backends: backends, backendCount: fe.backend_count)
     }

@@ -12,7 +12,7 @@ public final class Stager {
     let dp: Dataplane
     let stageMap: BPFMap
     let slots: UnsafeMutablePointer<ctctl_stage_slot>
-    let progFD: Int32
+    let prog: FileDescriptor
     let progID: UInt32
     let mappedLength: Int
     public private(set) var count = 0
@@ -20,42 +20,25 @@ public final class Stager {
     public init(_ dp: Dataplane, lock: WriterLock) throws(CtctlError) {
         try dp.verify(holding: lock)
         self.dp = dp
-        stageMap = try BPFMap.open(dp.pinDir.pin(CTCTL_PIN_STAGE), spec: .stage, readOnly: false)
+        stageMap = try MapSpec.stage.open(in: dp.pinDir, readOnly: false)
         guard stageMap.info.maxEntries == CTCTL_STAGE_SLOTS, stageMap.info.flags & UInt32(BPF_F_MMAPABLE) != 0 else {
             throw CtctlError(
                 .badLayout,
                 "\(stageMap.path) is not the \(CTCTL_STAGE_SLOTS)-slot mmap-able stage of this ABI: refusing to use it")
         }
+        let path = dp.pinDir.pin(CTCTL_PIN_PROG_STAGE)
+        prog = try openProgram(path, missing: "no program at \(path): is the dataplane loaded? (`ctctl dataplane load`)")
+        progID = try objectID(fd: prog.raw, path: path)
         let page = Int(getpagesize())
         mappedLength = (Stager.capacity * MemoryLayout<ctctl_stage_slot>.stride + page - 1) / page * page
-        do throws(Errno) {
-            slots = try stageMap.mmapValues(length: mappedLength).bindMemory(to: ctctl_stage_slot.self, capacity: Stager.capacity)
-        } catch {
-            throw CtctlError.from(error, doing: "mapping", path: stageMap.path)
-        }
-        let path = dp.pinDir.pin(CTCTL_PIN_PROG_STAGE)
-        do throws(Errno) { progFD = try Errno.check { CLibBPF_obj_get(path, 0) } } catch {
-            munmap(slots, mappedLength)
-            if error.code == ENOENT {
-                throw CtctlError(.unavailable, "no program at \(path): is the dataplane loaded? (`ctctl dataplane load`)")
-            }
-            throw CtctlError.from(error, doing: "opening program", path: path)
-        }
-        do throws(Errno) { progID = try objectID(fd: progFD) } catch {
-            munmap(slots, mappedLength)
-            close(progFD)
-            throw CtctlError.from(error, doing: "inspecting program", path: path)
-        }
+        slots = try stageMap.mmapValues(length: mappedLength).bindMemory(to: ctctl_stage_slot.self, capacity: Stager.capacity)
     }
 
     /// The stage and its program are still the ones pinned (see Dataplane.verifyPinned).
     func verifyPinned() throws(CtctlError) {
-        let prog = dp.pinDir.pin(CTCTL_PIN_PROG_STAGE)
-        let now: (UInt32?, UInt32?)
-        do throws(Errno) { now = (try pinnedID(stageMap.path), try pinnedID(prog)) } catch {
-            throw CtctlError.from(error, doing: "checking", path: prog)
-        }
-        if now.0 != stageMap.info.id || now.1 != progID {
+        let stageNow = try pinnedID(stageMap.path)
+        let progNow = try pinnedID(dp.pinDir.pin(CTCTL_PIN_PROG_STAGE))
+        if stageNow != stageMap.info.id || progNow != progID {
             throw CtctlError(
                 .unavailable,
                 "the dataplane at \(dp.pinDir.path) was unloaded or reloaded while this command used it: nothing more was deleted; run the command again",
@@ -63,17 +46,14 @@ public final class Stager {
         }
     }
 
-    deinit {
-        munmap(slots, mappedLength)
-        close(progFD)
-    }
+    deinit { munmap(slots, mappedLength) }
 
     public var isFull: Bool { count == Stager.capacity }
 
     /// Stages an entry with the identity the caller saw and the rule it judged the entry
     /// by (CTCTL_RULE_REQUESTED: the user asked). The stager must not be full.
     @inline(__always)
-    public func add(_ e: EntryView, rule: ctctl_rule) {
+    public func add(_ e: ReferenceEntry, rule: ctctl_rule) {
         precondition(count < Stager.capacity)
         let s = slots + count
         s.pointee.key = e.key.pointee
@@ -97,9 +77,9 @@ public final class Stager {
         var duration: UInt32 = 0
         // A SYSCALL program takes ctx_in only: no data, no repeat (EINVAL otherwise).
         do throws(Errno) {
-            try Errno.check {
+            try Errno.bpf {
                 CLibBPF_prog_test_run(
-                    progFD, nil, 0, nil, nil, &ctx, UInt32(MemoryLayout<ctctl_stage_ctx>.size), 0, &retval, &duration)
+                    prog.raw, nil, 0, nil, nil, &ctx, UInt32(MemoryLayout<ctctl_stage_ctx>.size), 0, &retval, &duration)
             }
         } catch {
             throw CtctlError.from(

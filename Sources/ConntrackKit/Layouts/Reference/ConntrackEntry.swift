@@ -57,12 +57,5 @@ public struct ConntrackEntry: Sendable {
         }
     }
 
-    public var flagNames: [String] {
-        var out: [String] = []
-        if flags & CTCTL_CT_F_FIN != 0 { out.append("fin") }
-        if flags & CTCTL_CT_F_RST != 0 { out.append("rst") }
-        if flags & CTCTL_CT_F_SEEN_REPLY != 0 { out.append("seen-reply") }
-        if flags & CTCTL_CT_F_CONVERTED != 0 { out.append("converted") }
-        return out
-    }
+    public var flagNames: [String] { ReferenceEntry.flagNames(flags) }
 }

@@ -1,8 +1,8 @@
 import CLibBPF
 
-/// A borrowed, zero-copy view of one entry in a batch buffer: what filters, the stale
-/// judge and the formatters read, without decoding the entry first.
-public struct EntryView {
+/// A borrowed, zero-copy view of one reference-dataplane entry in a batch buffer: the
+/// common model (EntryFacts) read straight from the ABI structs, without decoding first.
+public struct ReferenceEntry: EntryFacts {
     public let key: UnsafePointer<ctctl_ct_key>
     public let value: UnsafePointer<ctctl_ct_value>
 
@@ -32,15 +32,17 @@ public struct EntryView {
     @inline(__always) public var keyDst: IPAddress { IPAddress(raw: rawKey + 16, family: familyRaw) }
     @inline(__always) public var keySport: UInt16 { UInt16(bigEndian: key.pointee.sport) }
     @inline(__always) public var keyDport: UInt16 { UInt16(bigEndian: key.pointee.dport) }
-    @inline(__always) public var natAddress: IPAddress { IPAddress(raw: rawValue + EntryView.natAddrOffset, family: familyRaw) }
+    @inline(__always) public var natAddress: IPAddress {
+        IPAddress(raw: rawValue + ReferenceEntry.natAddrOffset, family: familyRaw)
+    }
     @inline(__always) public var natPort: UInt16 { UInt16(bigEndian: value.pointee.nat_port) }
     @inline(__always) public var serviceAddress: IPAddress {
-        IPAddress(raw: rawValue + EntryView.svcAddrOffset, family: familyRaw)
+        IPAddress(raw: rawValue + ReferenceEntry.svcAddrOffset, family: familyRaw)
     }
     @inline(__always) public var servicePort: UInt16 { UInt16(bigEndian: value.pointee.svc_port) }
     @inline(__always) public var serviceProto: UInt8 { value.pointee.svc_proto }
     @inline(__always) public var partnerKey: UnsafePointer<ctctl_ct_key> {
-        (rawValue + EntryView.partnerOffset).assumingMemoryBound(to: ctctl_ct_key.self)
+        (rawValue + ReferenceEntry.partnerOffset).assumingMemoryBound(to: ctctl_ct_key.self)
     }
 
     // The flow in its original direction: a reverse half's key is backend -> client,
@@ -56,4 +58,47 @@ public struct EntryView {
     @inline(__always) public var backendPort: UInt16 { isReverse ? keySport : natPort }
 
     public var entry: ConntrackEntry { ConntrackEntry(key: key.pointee, value: value.pointee) }
+
+    // MARK: the rest of the common model
+
+    public var created: UInt64? { createdNs }
+    public var packetCount: UInt64? { value.pointee.packets }
+    public var byteCount: UInt64? { value.pointee.bytes }
+    public var serviceEpoch: UInt32? { value.pointee.epoch }
+    public var flagNames: [String] { ReferenceEntry.flagNames(flags) }
+
+    static func flagNames(_ f: UInt32) -> [String] {
+        [
+            (CTCTL_CT_F_FIN, "fin"), (CTCTL_CT_F_RST, "rst"), (CTCTL_CT_F_SEEN_REPLY, "seen-reply"),
+            (CTCTL_CT_F_CONVERTED, "converted"),
+        ]
+        .filter { f & $0.0 != 0 }.map(\.1)
+    }
+
+    static func tuple(_ k: UnsafePointer<ctctl_ct_key>) -> StoredTuple {
+        let family = k.pointee.family
+        let raw = UnsafeRawPointer(k)
+        return StoredTuple(
+            src: IPAddress(raw: raw, family: family), sport: UInt16(bigEndian: k.pointee.sport),
+            dst: IPAddress(raw: raw + 16, family: family), dport: UInt16(bigEndian: k.pointee.dport))
+    }
+
+    /// The flags without an array of strings: this runs for every entry of `list -o json`.
+    public func writeFlagsJSON(into w: inout ByteWriter) {
+        let f = flags
+        w.byte(91)
+        var first = true
+        for (bit, name): (UInt32, StaticString) in [
+            (CTCTL_CT_F_FIN, "\"fin\""), (CTCTL_CT_F_RST, "\"rst\""), (CTCTL_CT_F_SEEN_REPLY, "\"seen-reply\""),
+            (CTCTL_CT_F_CONVERTED, "\"converted\""),
+        ] where f & bit != 0 {
+            if !first { w.byte(44) }
+            w.ascii(name)
+            first = false
+        }
+        w.byte(93)
+    }
+
+    public var storedKey: StoredTuple { ReferenceEntry.tuple(key) }
+    public var storedPartner: StoredTuple? { isNAT ? ReferenceEntry.tuple(partnerKey) : nil }
 }
