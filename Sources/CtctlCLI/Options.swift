@@ -1,18 +1,61 @@
 import ArgumentParser
 import ConntrackKit
 
-/// Flags every command takes.
+/// Flags every command takes, before or after the subcommand (`ctctl --pin-dir DIR
+/// conntrack list` and `ctctl conntrack list --pin-dir DIR` are the same): the root and
+/// every leaf declare this group, and the parser fills the leaf's from either place.
 struct GlobalOptions: ParsableArguments {
     @Option(
         name: .long,
         help: ArgumentHelp(
-            "Pin directory of the dataplane's maps (default: $CTCTL_PIN_DIR, else /sys/fs/bpf/ctctl).", valueName: "dir"))
+            "Pin directory of the dataplane's maps (default: $CTCTL_PIN_DIR, else /sys/fs/bpf/ctctl).",
+            valueName: "dir"))
     var pinDir: String?
 
-    var pins: PinDirectory { PinDirectory.resolve(pinDir) }
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Map layout: \(Layouts.names.joined(separator: ", ")) (default: $CTCTL_LAYOUT, else auto: what the pin directory holds).",
+            valueName: "layout"))
+    var layout: String?
+
+    func validate() throws {
+        if let pinDir, pinDir.isEmpty {
+            throw ValidationError("--pin-dir is empty: name a directory on bpffs, e.g. --pin-dir /sys/fs/bpf/ctctl")
+        }
+        if let layout, !Layouts.names.contains(layout) {
+            throw ValidationError("bad --layout '\(layout)': write \(Layouts.names.joined(separator: ", "))")
+        }
+    }
+
+    var target: SessionOptions { SessionOptions(pinDir: pinDir, layout: layout) }
 }
 
 extension OutputFormat: ExpressibleByArgument {}
+
+/// -o, one type for every command; each command names the formats it has and refuses the
+/// others in validate() (exit 64), never silently ignoring one.
+struct OutputOptions: ParsableArguments {
+    @Option(name: .shortAndLong, help: "Output format: table, wide (every field) or json; not every command has wide.")
+    var output: OutputFormat = .table
+
+    func require(_ supported: [OutputFormat], by command: String) throws {
+        guard supported.contains(output) else {
+            throw ValidationError(
+                "`\(command)` has no -o \(output.rawValue): write \(supported.map(\.rawValue).joined(separator: " or "))")
+        }
+    }
+
+    var json: Bool { output == .json }
+
+    var mode: EntryPrinter.Mode {
+        switch output {
+        case .table: return .table(wide: false)
+        case .wide: return .table(wide: true)
+        case .json: return .json
+        }
+    }
+}
 
 /// Parsers that turn bad input into ValidationError (exit 64) with the fix in the message.
 enum Parse {
@@ -43,6 +86,25 @@ enum Parse {
                 "bad service '\(text)': write VIP:PORT/PROTO, e.g. 198.19.0.10:161/udp or [2001:db8::10]:53/udp")
         }
         return s
+    }
+
+    static func network(_ text: String, what: String) throws -> IPNetwork {
+        guard let n = IPNetwork(text) else {
+            throw ValidationError("bad \(what) '\(text)': write an address or a CIDR, e.g. 198.18.0.0/15 or 2001:db8::/32")
+        }
+        return n
+    }
+
+    static func port(_ text: String, what: String) throws -> UInt16 {
+        guard let p = Port.parse(text) else { throw ValidationError("bad \(what) '\(text)': a port is a number 0-65535") }
+        return p
+    }
+
+    static func duration(_ text: String, what: String, example: String = "10s") throws -> UInt64 {
+        guard let ns = DurationText.parseNanoseconds(text) else {
+            throw ValidationError("bad \(what) '\(text)': a duration, e.g. \(example)")
+        }
+        return ns
     }
 }
 
@@ -89,32 +151,5 @@ struct FilterOptions: ParsableArguments {
             throw ValidationError("--src \(s) and --dst \(d) are of different address families")
         }
         return f
-    }
-}
-
-/// -o for commands that print entries.
-struct EntryOutputOptions: ParsableArguments {
-    @Option(name: .shortAndLong, help: "Output format: table, wide (every field) or json.") var output: OutputFormat = .table
-
-    var mode: EntryPrinter.Mode {
-        switch output {
-        case .table: return .table(wide: false)
-        case .wide: return .table(wide: true)
-        case .json: return .json
-        }
-    }
-}
-
-extension Parse {
-    static func network(_ text: String, what: String) throws -> IPNetwork {
-        guard let n = IPNetwork(text) else {
-            throw ValidationError("bad \(what) '\(text)': write an address or a CIDR, e.g. 198.18.0.0/15 or 2001:db8::/32")
-        }
-        return n
-    }
-
-    static func port(_ text: String, what: String) throws -> UInt16 {
-        guard let p = Port.parse(text) else { throw ValidationError("bad \(what) '\(text)': a port is a number 0-65535") }
-        return p
     }
 }

@@ -133,7 +133,7 @@ public struct CLIFuzz {
 
     /// The maps' contents, to compare before and after a run.
     static func snapshot(_ pins: PinDirectory) throws -> [String] {
-        let dp = try Dataplane(pins, readOnly: true)
+        let dp = try ReferenceDataplane(pins, readOnly: true)
         var rows: [String] = []
         func dump<K, V>(_ map: BPFMap, _: K.Type, _: V.Type) throws {
             let r = BatchReader<K, V>(capacity: 4096)
@@ -246,7 +246,7 @@ public enum CLIDrillStage {
             o.serviceEpoch = false
             try Loader.load(pins, options: o)
         }
-        let dp = try Dataplane(pins, readOnly: false)
+        let dp = try ReferenceDataplane(pins, readOnly: false)
         let prog = try TCProgram(dp)
         _ = try prog.run(Packets.udp(Endpoint("198.18.1.2:40000")!, Endpoint("198.19.0.10:161")!))
         try Services.set(

@@ -281,14 +281,14 @@ public final class ChurnDrill: @unchecked Sendable {
         let pins = PinDirectory("/sys/fs/bpf/ctctl-churn-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))")
         try Loader.load(pins, options: o)
         defer {
-            if let dp = try? Dataplane(pins, readOnly: false), let l = try? WriterLock(pins) {
+            if let dp = try? ReferenceDataplane(pins, readOnly: false), let l = try? WriterLock(pins) {
                 for a in (try? Attachments.list(dp)) ?? [] {
                     _ = try? Attachments.detach(dp, ifname: a.ifname, netns: a.netns, lock: l)
                 }
             }
             try? Loader.unload(pins)
         }
-        let dp = try Dataplane(pins, readOnly: false)
+        let dp = try ReferenceDataplane(pins, readOnly: false)
         for ifname in ["nc", "nb1", "nb2"] {
             try Attachments.attach(dp, ifname: ifname, netns: topo.value.node, lock: WriterLock(pins))
         }
@@ -386,7 +386,7 @@ public final class ChurnDrill: @unchecked Sendable {
             Thread { [self] in
                 var o = HealOptions()
                 o.auditLog = audit
-                guard let healer = try? Healer(pins, options: o, auditCommand: "heal") else { return }
+                guard let healer = try? Healer(.at(pins), options: o, auditCommand: "heal") else { return }
                 while now() < endAt + 1_000_000_000 && !stopping {
                     defer { usleep(20_000) }
                     guard let r = try? healer.pass(printer: nil) else { continue }

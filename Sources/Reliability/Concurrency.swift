@@ -50,7 +50,7 @@ public struct ConcurrencyDrill: Sendable {
         let pins = PinDirectory("/sys/fs/bpf/ctctl-conc-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))")
         try Loader.load(pins, options: o)
         defer { try? Loader.unload(pins) }
-        let dp = try Dataplane(pins, readOnly: false)
+        let dp = try ReferenceDataplane(pins, readOnly: false)
         let prog = try TCProgram(dp)
         // stale and live entries for everyone: a normal entry to each VIP before its
         // service exists (missed-nat), then NAT pairs to it

@@ -62,7 +62,7 @@ public struct DatapathFuzz {
 
     static func key(_ vip: Endpoint, _ proto: UInt8) -> String { "\(vip)/\(proto)" }
 
-    mutating func program(_ dp: Dataplane, lock: WriterLock) throws {
+    mutating func program(_ dp: ReferenceDataplane, lock: WriterLock) throws {
         for s in services {
             try Services.set(dp, ServiceRef(vip: s.vip, proto: s.proto), backends: s.backends, lock: lock)
             everBackends[DatapathFuzz.key(s.vip, s.proto.number), default: []].formUnion(s.backends)
@@ -265,7 +265,7 @@ public struct DatapathFuzz {
         let pins = PinDirectory("/sys/fs/bpf/ctctl-fuzz-\(getpid())-\(seed)")
         try Loader.load(pins, options: LoadOptions())
         defer { try? Loader.unload(pins) }
-        let dp = try Dataplane(pins, readOnly: false)
+        let dp = try ReferenceDataplane(pins, readOnly: false)
         try program(dp, lock: WriterLock(pins))
         let prog = try TCProgram(dp)
         var report = Report()

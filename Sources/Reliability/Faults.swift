@@ -32,13 +32,13 @@ public struct FaultDrill: Sendable {
 
     /// Counts of what is in the map: all entries, stale ones (as heal judges), and NAT halves
     /// whose partner is missing.
-    static func census(_ dp: Dataplane) throws -> (all: Int, stale: Int, halfPairs: Int) {
+    static func census(_ dp: ReferenceDataplane) throws -> (all: Int, stale: Int, halfPairs: Int) {
         var all = 0
-        try Conntrack.scan(dp) { _, _, n in
-            all += n
+        try dp.scan { batch in
+            all += batch.count
             return true
         }
-        let judge = StaleJudge(view: try ServiceView.read(dp), timeouts: dp.timeouts, now: Timestamp.monotonicNow(), graceNs: 0)
+        let judge = StaleJudge(try dp.staleRules(holdingLock: false), now: Timestamp.monotonicNow(), graceNs: 0)
         var stale = 0
         var half = 0
         try EntryScan(dp, filter: ConntrackFilter(), judge: judge).run { _, r in
@@ -60,7 +60,7 @@ public struct FaultDrill: Sendable {
         let pins = PinDirectory("/sys/fs/bpf/ctctl-kill-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))")
         try Loader.load(pins, options: o)
         defer { try? Loader.unload(pins) }
-        let dp = try Dataplane(pins, readOnly: false)
+        let dp = try ReferenceDataplane(pins, readOnly: false)
         let fill = BenchFill(entries: entries)
         try fill.createServices(dp, lock: WriterLock(pins))
         // how long a whole pass takes here
@@ -127,7 +127,7 @@ public struct FaultDrill: Sendable {
         let pins = PinDirectory("/sys/fs/bpf/ctctl-killw-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))")
         try Loader.load(pins, options: LoadOptions())
         defer { try? Loader.unload(pins) }
-        let dp = try Dataplane(pins, readOnly: true)
+        let dp = try ReferenceDataplane(pins, readOnly: true)
         let many = (0..<200).flatMap { ["--backend", "198.18.\(2 + $0 / 250).\($0 % 250 + 1):53"] }
         for i in 0..<iterations {
             let p = Process()
@@ -179,7 +179,7 @@ public struct FaultDrill: Sendable {
         let pins = PinDirectory("/sys/fs/bpf/ctctl-full-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))")
         try Loader.load(pins, options: o)
         defer { try? Loader.unload(pins) }
-        let dp = try Dataplane(pins, readOnly: false)
+        let dp = try ReferenceDataplane(pins, readOnly: false)
         let fill = BenchFill(entries: 40_000)
         try fill.createServices(dp, lock: WriterLock(pins))
         try fill.write(dp, now: Timestamp.monotonicNow())
@@ -262,7 +262,7 @@ public struct FaultDrill: Sendable {
         for i in 0..<times {
             try Loader.unload(pins)
             try Loader.load(pins, options: o)
-            let dp = try Dataplane(pins, readOnly: false)
+            let dp = try ReferenceDataplane(pins, readOnly: false)
             _ = try TCProgram(dp).run(Packets.udp(client, vip))
             let t0 = Date()
             try Services.set(

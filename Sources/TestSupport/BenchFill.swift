@@ -49,7 +49,7 @@ public struct BenchFill {
     }
 
     /// Creates the services (the orphan ones are created and deleted again, as in life).
-    public func createServices(_ dp: Dataplane, lock: WriterLock) throws {
+    public func createServices(_ dp: ReferenceDataplane, lock: WriterLock) throws {
         for i in 0..<BenchFill.services {
             try Services.set(
                 dp, BenchFill.service(i), backends: (0..<BenchFill.backendsPerService).map { BenchFill.backend(i, $0) },
@@ -101,7 +101,7 @@ public struct BenchFill {
 
     /// Writes (or rewrites, with fresh times) every entry.
     @discardableResult
-    public func write(_ dp: Dataplane, now: UInt64) throws -> Counts {
+    public func write(_ dp: ReferenceDataplane, now: UInt64) throws -> Counts {
         let timeouts = dp.timeouts
         let epoch = try dp.epoch()
         let sec: UInt64 = 1_000_000_000

@@ -4,10 +4,10 @@ import Glibc
 
 extension Conntrack {
     /// Every entry, decoded: for small maps in tests, never for listing.
-    public static func all(_ dp: Dataplane) throws -> [ConntrackEntry] {
+    public static func all(_ dp: ReferenceDataplane) throws -> [ConntrackEntry] {
         var out: [ConntrackEntry] = []
-        try scan(dp) { keys, values, n in
-            for i in 0..<n { out.append(ConntrackEntry(key: keys[i], value: values[i])) }
+        try dp.scan { batch in
+            for i in 0..<batch.count { out.append(batch[i].entry) }
             return true
         }
         return out
@@ -28,7 +28,7 @@ public struct TCRun: Sendable {
 public final class TCProgram {
     public let fd: Int32
 
-    public init(_ dp: Dataplane) throws {
+    public init(_ dp: ReferenceDataplane) throws {
         let path = dp.pinDir.pin(CTCTL_PIN_PROG_TC)
         fd = CLibBPF_obj_get(path, 0)
         guard fd >= 0 else { throw CtctlError(.unavailable, "cannot open \(path): \(Errno(-fd))") }
@@ -59,7 +59,7 @@ public final class TCProgram {
     }
 }
 
-extension Dataplane {
+extension ReferenceDataplane {
     /// Runs the pinned TC program once on `packet` (tests: one call, one program open).
     public func runTC(_ packet: [UInt8], repeat count: Int = 1) throws -> TCRun {
         try TCProgram(self).run(packet, repeat: count)

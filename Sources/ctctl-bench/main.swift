@@ -137,7 +137,7 @@ final class SizeBench {
         o.ctSize = size
         o.timeouts = try Timeouts(parsing: "udp=30s,tcp=120s")
         try Loader.load(pins, options: o)
-        let dp = try Dataplane(pins, readOnly: false)
+        let dp = try ReferenceDataplane(pins, readOnly: false)
         try fill.createServices(dp, lock: WriterLock(pins))
         counts = try fill.write(dp, now: Timestamp.monotonicNow())
         present =
@@ -146,7 +146,7 @@ final class SizeBench {
     }
 
     func refillAll() throws {
-        let dp = try Dataplane(pins, readOnly: false)
+        let dp = try ReferenceDataplane(pins, readOnly: false)
         try fill.write(dp, now: Timestamp.monotonicNow())
     }
 
@@ -271,7 +271,7 @@ final class DatapathBench {
     }
 
     /// Mean ns per run of `packets`, sent one BPF_PROG_TEST_RUN each.
-    func perPacket(_ dp: Dataplane, _ packets: [[UInt8]]) throws -> Double {
+    func perPacket(_ dp: ReferenceDataplane, _ packets: [[UInt8]]) throws -> Double {
         let fd = CLibBPF_obj_get(dp.pinDir.pin("prog_tc"), 0)
         defer { close(fd) }
         var out = [UInt8](repeating: 0, count: 256)
@@ -299,7 +299,7 @@ final class DatapathBench {
         let statsFD = bpf_enable_stats(BPF_STATS_RUN_TIME)
         guard statsFD >= 0 else { throw CtctlError(.software, "bpf_enable_stats failed: \(Errno(-statsFD))") }
         defer { close(statsFD) }
-        var loaded: [(String, PinDirectory, Dataplane)] = []
+        var loaded: [(String, PinDirectory, ReferenceDataplane)] = []
         defer { for (_, p, _) in loaded { try? Loader.unload(p) } }
         for (i, v) in variants.enumerated() {
             var o = LoadOptions()
@@ -307,7 +307,7 @@ final class DatapathBench {
             o.ctSize = 1 << 20
             let p = PinDirectory("/sys/fs/bpf/ctctl-bench-dp-\(getpid())-\(i)")
             try Loader.load(p, options: o, objectPath: v.object)
-            let dp = try Dataplane(p, readOnly: false)
+            let dp = try ReferenceDataplane(p, readOnly: false)
             try Services.set(
                 dp, ServiceRef("198.19.0.10:161/udp")!, backends: [Endpoint("198.18.2.2:1161")!, Endpoint("198.18.3.2:1161")!],
                 lock: WriterLock(p))

@@ -47,4 +47,17 @@ struct ABITableTests {
         #expect(ctctl_frontend_active(0) == 0 && ctctl_frontend_active(1) == 1)
         #expect(ctctl_frontend_active(CTCTL_MAX_BACKENDS) == 1 && ctctl_frontend_active(CTCTL_MAX_BACKENDS + 1) == 0)
     }
+
+    @Test("entry types are the header's CTCTL_CT_* values; every pin is a header pin, each once")
+    func entryTypesAndPins() {
+        #expect(EntryType.normal.rawValue == UInt8(CTCTL_CT_NORMAL.rawValue))
+        #expect(EntryType.natForward.rawValue == UInt8(CTCTL_CT_NAT_FWD.rawValue))
+        #expect(EntryType.natReverse.rawValue == UInt8(CTCTL_CT_NAT_REV.rawValue))
+        #expect(EntryType.allCases.count == 3)
+        let header = [
+            CTCTL_PIN_CT, CTCTL_PIN_NAT_FE, CTCTL_PIN_NAT_BE, CTCTL_PIN_COUNTERS, CTCTL_PIN_ATTACH, CTCTL_PIN_STAGE,
+            CTCTL_PIN_CONFIG, CTCTL_PIN_STATE, CTCTL_PIN_PROG_TC, CTCTL_PIN_PROG_STAGE,
+        ]
+        #expect(Loader.allPins.sorted() == header.sorted())
+    }
 }

@@ -84,4 +84,49 @@ struct CLITests {
         #expect(r.err.contains(message), "\(args): \(r.err)")
         #expect(r.out.isEmpty)
     }
+
+    @Test("--pin-dir and --layout work before the subcommand as after it")
+    func globalOptionsFirst() {
+        let dir = "/sys/fs/bpf/ctctl-unit-global-first"
+        for args in [
+            ["--pin-dir", dir, "conntrack", "list"], ["conntrack", "list", "--pin-dir", dir],
+            ["conntrack", "--pin-dir", dir, "list"], ["--layout", "ctctl", "conntrack", "list", "--pin-dir", dir],
+        ] {
+            let r = run(args)
+            #expect(r.status == 69, "\(args): \(r.err)")
+            #expect(r.err.contains(dir), "\(args): the error names the directory given: \(r.err)")
+        }
+    }
+
+    @Test(
+        "a format a command does not have is refused, not ignored (exit 64)",
+        arguments: [["conntrack", "stats"], ["dataplane", "status"], ["nat", "list"]])
+    func unsupportedFormat(_ path: [String]) {
+        let r = run(path + ["-o", "wide", "--pin-dir", "/sys/fs/bpf/ctctl-unit-no-such-dir"])
+        #expect(r.status == 64)
+        #expect(r.err.contains("has no -o wide"), "\(r.err)")
+        #expect(r.err.contains("Usage: ctctl \(path.joined(separator: " "))"), "\(r.err)")
+    }
+
+    @Test("a usage error found while running prints that command's usage, not the root's")
+    func leafUsage() {
+        let r = run(["conntrack", "remove", "udp", "198.19.0.10", "2001:db8::2", "--pin-dir", "/sys/fs/bpf/ctctl-unit-x"])
+        #expect(r.status == 64)
+        #expect(r.err.contains("Usage: ctctl conntrack remove"), "\(r.err)")
+        #expect(r.err.contains("See 'ctctl conntrack remove --help'"), "\(r.err)")
+        let g = run(["conntrack", "get", "udp", "198.18.1.2", "198.18.1.3:2", "--pin-dir", "/sys/fs/bpf/ctctl-unit-x"])
+        #expect(g.status == 64 && g.err.contains("Usage: ctctl conntrack get"), "\(g.err)")
+    }
+
+    @Test(
+        "an empty --pin-dir or an unknown --layout is a usage error",
+        arguments: [
+            ["conntrack", "list", "--pin-dir", ""], ["conntrack", "list", "--layout", "cilium"],
+            ["--layout", "nope", "nat", "list"],
+        ])
+    func badGlobal(_ args: [String]) {
+        let r = run(args)
+        #expect(r.status == 64, "\(args): \(r.err)")
+        #expect(r.err.contains("--pin-dir is empty") || r.err.contains("bad --layout"), "\(r.err)")
+    }
 }

@@ -114,19 +114,19 @@ struct FilterTests {
 
     @Test("remove's pair matches either direction, ports by side")
     func pairMatch() throws {
-        let m = try Operations.PairMatch(proto: .udp, dst: IPAddress("198.19.0.10")!, src: IPAddress("198.18.1.2")!)
+        let m = try PairMatch(proto: .udp, dst: IPAddress("198.19.0.10")!, src: IPAddress("198.18.1.2")!)
         #expect(fwd.with { m.matches($0) })
         #expect(!rev.with { m.matches($0) }, "the reverse half is keyed backend -> client: it goes as the partner")
-        let reversed = try Operations.PairMatch(
+        let reversed = try PairMatch(
             proto: .udp, dst: IPAddress("198.18.1.2")!, src: IPAddress("198.19.0.10")!, dport: 40000)
         #expect(fwd.with { reversed.matches($0) })
-        let narrowed = try Operations.PairMatch(
+        let narrowed = try PairMatch(
             proto: .udp, dst: IPAddress("198.19.0.10")!, src: IPAddress("198.18.1.2")!, dport: 161, sport: 40001)
         #expect(!fwd.with { narrowed.matches($0) })
-        let tcp = try Operations.PairMatch(proto: .tcp, dst: IPAddress("198.19.0.10")!, src: IPAddress("198.18.1.2")!)
+        let tcp = try PairMatch(proto: .tcp, dst: IPAddress("198.19.0.10")!, src: IPAddress("198.18.1.2")!)
         #expect(!fwd.with { tcp.matches($0) })
         #expect(throws: CtctlError.self) {
-            try Operations.PairMatch(proto: .udp, dst: IPAddress("198.19.0.10")!, src: IPAddress("2001:db8::1")!)
+            try PairMatch(proto: .udp, dst: IPAddress("198.19.0.10")!, src: IPAddress("2001:db8::1")!)
         }
     }
 

@@ -3,6 +3,25 @@ import Testing
 
 @testable import ConntrackKit
 
+extension PairLedger {
+    /// A reference-layout half, by the layout's own identity.
+    func add(_ e: ReferenceEntry) {
+        let w = UnsafeMutablePointer<UInt64>.allocate(capacity: PairLedger.identityWords)
+        defer { w.deallocate() }
+        add(w, sign: ReferenceDataplane.ledgerIdentity(e, into: w))
+    }
+}
+
+extension PairLedger.Element {
+    var presentReferenceKey: ctctl_ct_key {
+        var k = ctctl_ct_key()
+        withUnsafeMutableBytes(of: &k) { raw in
+            for (i, w) in presentKey.enumerated() { raw.storeBytes(of: w, toByteOffset: i * 8, as: UInt64.self) }
+        }
+        return k
+    }
+}
+
 @Suite("the pair ledger (no kernel)")
 struct PairLedgerTests {
     static func pair(_ i: Int, created: UInt64 = 1000) -> (Synthetic, Synthetic) {
@@ -37,7 +56,7 @@ struct PairLedgerTests {
         let (elements, complete) = ledger.decode()
         #expect(complete)
         #expect(elements.count == lone.count)
-        let got = Set(elements.map { "\(FlowKey($0.presentKey)) \($0.created) \($0.sign)" })
+        let got = Set(elements.map { "\(FlowKey($0.presentReferenceKey)) \($0.tag) \($0.sign)" })
         let want = Set(lone.map { "\(FlowKey($0.0)) \($0.1) \($0.2)" })
         #expect(got == want)
     }

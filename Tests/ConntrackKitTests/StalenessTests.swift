@@ -7,8 +7,8 @@ struct StalenessTests {
     static let s = 1_000_000_000 as UInt64
     static let now = 1000 * s
 
-    static func view(_ services: [(String, [String])]) -> ServiceView {
-        ServiceView.of(
+    static func view(_ services: [(String, [String])]) -> ReferenceServiceView {
+        ReferenceServiceView.of(
             services.enumerated().map { i, x in
                 Service(ref: ServiceRef(x.0)!, id: UInt32(i + 1), backends: x.1.map { Endpoint($0) })
             })
@@ -16,8 +16,9 @@ struct StalenessTests {
 
     static let live = view([("198.19.0.10:161/udp", ["198.18.2.2:1161", "198.18.3.2:1161"]), ("198.19.0.30:53/udp", [])])
 
-    func judge(_ e: Synthetic, view: ServiceView = StalenessTests.live, timeouts: Timeouts = Timeouts()) -> StaleJudge.Verdict {
-        e.with { StaleJudge(view: view, timeouts: timeouts, now: StalenessTests.now).judge($0) }
+    func judge(_ e: Synthetic, view: ReferenceServiceView = StalenessTests.live, timeouts: Timeouts = Timeouts()) -> StaleVerdict
+    {
+        e.with { StaleJudge(ReferenceRules(view: view, timeouts: timeouts), now: StalenessTests.now).judge($0) }
     }
 
     var t: UInt64 { StalenessTests.now }
@@ -58,7 +59,7 @@ struct StalenessTests {
     func backendBack() {
         let (f, r) = Synthetic.pair(
             .udp, client: "198.18.1.2:40000", vip: "198.19.0.10:161", backend: "198.18.2.2:1161", created: t - 5 * s, lastSeen: t)
-        let recreated = ServiceView.of([
+        let recreated = ReferenceServiceView.of([
             Service(
                 ref: ServiceRef("198.19.0.10:161/udp")!, id: 99,
                 backends: [Endpoint("198.18.4.2:1161"), Endpoint("198.18.2.2:1161")])

@@ -270,8 +270,8 @@ struct ConntrackTests {
             try t.dp.ct.delete(buf[2])
 
             var outcomes: [DeleteOutcome] = []
-            let stager = try Stager(t.dp, lock: t.lock())
-            let d = Deleter(stager) { _, _, o in outcomes.append(o) }
+            let lock = try t.lock()
+            let d = try t.dp.remover(lock: lock) { _, _, o in outcomes.append(o) }
             for i in 0..<3 { try d.add(ReferenceEntry(buf + i, vals + i), reason: nil) }
             try d.flush()
             #expect(outcomes == [.changed, .deleted(partner: true), .gone])
@@ -280,7 +280,7 @@ struct ConntrackTests {
             #expect(
                 try t.entry(.udp, "198.18.2.2:1161", "198.18.1.2:40001") == nil
                     && (try t.entry(.udp, "198.18.3.2:1161", "198.18.1.2:40001")) == nil)
-            #expect(d.deletedEntries == 2)
+            #expect(d.counts.deleted == 2)
         }
     }
 
@@ -339,7 +339,7 @@ struct ConntrackTests {
     struct Status {
         let backendCount: Int
         init(_ t: TestDataplane) throws {
-            backendCount = try t.dp.natBackend.info.maxEntries > 0 ? (try ConntrackStats.gather(t.pins)).backends : 0
+            backendCount = try t.dp.natBackend.info.maxEntries > 0 ? (try ConntrackStats.gather(.at(t.pins))).backends : 0
         }
     }
 

@@ -155,7 +155,7 @@ struct HealTests {
             let stuckBefore = try #require(try t.entry(.udp, stuckKey.0, stuckKey.1))
             var o = HealOptions()
             o.filter.family = .v4
-            let healer = try Healer(t.pins, options: o, auditCommand: "test")
+            let healer = try Healer(.at(t.pins), options: o, auditCommand: "test")
             var hooked = false
             // shouldStop runs after each batch is read and judged, before the deletes are flushed
             let r = try healer.pass(printer: nil) {
@@ -195,7 +195,7 @@ struct HealTests {
             }
             busy.start()
             var batches = 0
-            let healer = try Healer(t.pins, options: HealOptions(), auditCommand: "test")
+            let healer = try Healer(.at(t.pins), options: HealOptions(), auditCommand: "test")
             let r = try healer.pass(printer: nil) {
                 batches += 1
                 return true  // a signal arrived during the first batch
@@ -222,7 +222,7 @@ struct HealTests {
             rmdir(t.pins.path)
         }
         try StaleFixture.stage(t)
-        let healer = try Healer(t.pins, options: HealOptions(), auditCommand: "test")
+        let healer = try Healer(.at(t.pins), options: HealOptions(), auditCommand: "test")
         let before = try t.entries().count
         #expect(throws: CtctlError.self) {
             _ = try healer.pass(printer: nil) {
@@ -231,7 +231,7 @@ struct HealTests {
             }
         }
         do {
-            _ = try Healer(t.pins, options: HealOptions(), auditCommand: "test")
+            _ = try Healer(.at(t.pins), options: HealOptions(), auditCommand: "test")
         } catch {
             #expect(error.status == .unavailable)
         }
@@ -310,7 +310,7 @@ struct HealTests {
             config.pollNs = 10_000_000
             let logs = CapturedStream()
             let handler = LogfmtHandler(stream: logs)
-            let daemon = try HealDaemon(t.pins, config: config, logger: Logger(label: "test", factory: { _ in handler }))
+            let daemon = try HealDaemon(.at(t.pins), config: config, logger: Logger(label: "test", factory: { _ in handler }))
             var calls = 0
             let deadline = Date().addingTimeInterval(3)
             let passes = daemon.run {

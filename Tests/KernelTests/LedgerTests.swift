@@ -16,8 +16,8 @@ struct LedgerTests {
             try fill.createServices(t.dp, lock: t.lock())
             let counts = try fill.write(t.dp, now: Timestamp.monotonicNow())
             let now = Timestamp.monotonicNow()
-            func verdicts(_ make: (StaleJudge) -> EntryScan) throws -> [String: String] {
-                let judge = StaleJudge(view: try ServiceView.read(t.dp), timeouts: t.dp.timeouts, now: now)
+            func verdicts(_ make: (StaleJudge<ReferenceRules>) -> EntryScan<ReferenceDataplane>) throws -> [String: String] {
+                let judge = StaleJudge(try t.dp.staleRules(holdingLock: false), now: now)
                 let scan = make(judge)
                 var out: [String: String] = [:]
                 try scan.run { e, r in out[FlowKey(e.key.pointee).description] = r!.rawValue }

@@ -92,7 +92,7 @@ struct LiveFlowTests {
             let stale = [
                 "198.18.1.2:40000 198.19.0.10:161", "198.18.1.5:40000 198.19.0.10:161", "198.18.1.6:40000 198.18.9.9:53",
             ]
-            let judge = StaleJudge(view: try ServiceView.read(t.dp), timeouts: t.dp.timeouts, now: Timestamp.monotonicNow())
+            let judge = StaleJudge(try t.dp.staleRules(holdingLock: false), now: Timestamp.monotonicNow())
             var judged: [(ctctl_ct_key, ctctl_ct_value, StaleReason)] = []
             try EntryScan(t.dp, filter: ConntrackFilter(), judge: judge).run { e, r in
                 if stale.contains("\(e.entry.key.src) \(e.entry.key.dst)") { judged.append((e.key.pointee, e.value.pointee, r!)) }
@@ -109,7 +109,8 @@ struct LiveFlowTests {
             try t.rewrite(.udp, "198.18.1.6:40000", "198.18.9.9:53") { $0.last_seen_ns = Timestamp.monotonicNow() }
 
             var outcomes: [StaleReason: DeleteOutcome] = [:]
-            let d = Deleter(try Stager(t.dp, lock: t.lock())) { _, r, o in outcomes[r!] = o }
+            let lock = try t.lock()
+            let d = try t.dp.remover(lock: lock) { _, r, o in outcomes[r!] = o }
             for (k, v, r) in judged {
                 try withUnsafePointer(to: k) { k in
                     try withUnsafePointer(to: v) { v in try d.add(ReferenceEntry(k, v), reason: r) }
@@ -117,7 +118,7 @@ struct LiveFlowTests {
             }
             try d.flush()
             #expect(outcomes == [.missedNAT: .noLongerStale, .halfPair: .noLongerStale, .expired: .noLongerStale])
-            #expect(d.deletedEntries == 0)
+            #expect(d.counts.deleted == 0)
             for pair in stale {
                 let p = pair.split(separator: " ").map(String.init)
                 #expect(try t.entry(.udp, p[0], p[1]) != nil, "\(pair) kept")
@@ -173,7 +174,7 @@ struct LiveFlowTests {
         try withDataplane("seqcount") { t in
             let ref = ServiceRef("198.19.0.10:161/udp")!
             let (a, b, c) = (Endpoint("198.18.2.2:1161")!, Endpoint("198.18.3.2:1161")!, Endpoint("198.18.4.2:1161")!)
-            func state(_ v: ServiceView) -> [Bool] {
+            func state(_ v: ReferenceServiceView) -> [Bool] {
                 [a, b, c].map { v.isBackend($0.address, $0.port, of: ref.vip.address, ref.vip.port, ref.proto.number) }
             }
             try t.setService("\(ref)", ["\(a)", "\(b)"])
@@ -181,9 +182,9 @@ struct LiveFlowTests {
             let after = [false, false, true]
             for (from, to) in [([a, b], [c]), ([c], [a, b])] {
                 try t.setService("\(ref)", from.map(\.description))
-                var midWrite: Result<ServiceView, CtctlError>?
+                var midWrite: Result<ReferenceServiceView, CtctlError>?
                 try Services.set(t.dp, ref, backends: to, lock: t.lock()) {
-                    midWrite = Result { () throws(CtctlError) in try ServiceView.read(t.dp, waitNs: 50_000_000) }
+                    midWrite = Result { () throws(CtctlError) in try ReferenceServiceView.read(t.dp, waitNs: 50_000_000) }
                 }
                 switch try #require(midWrite) {
                 case .success(let v):
@@ -191,13 +192,13 @@ struct LiveFlowTests {
                 case .failure(let e):
                     #expect(e.message.contains("are being written"), "\(e.message)")
                 }
-                #expect(state(try ServiceView.read(t.dp)) == (to == [c] ? after : before))
+                #expect(state(try ReferenceServiceView.read(t.dp)) == (to == [c] ? after : before))
             }
             // a writer that died mid-write leaves the epoch odd: readers wait, then read the maps
             // as the datapath sees them; the next writer makes it even again
             try t.dp.beginServiceWrite()
             #expect(try t.dp.epoch() % 2 == 1)
-            #expect(state(try ServiceView.read(t.dp, waitNs: 50_000_000)) == before)
+            #expect(state(try ReferenceServiceView.read(t.dp, waitNs: 50_000_000)) == before)
             try t.setService("\(ref)", ["\(c)"])
             #expect(try t.dp.epoch() % 2 == 0)
         }
@@ -242,7 +243,7 @@ struct LiveFlowTests {
         config.pollNs = 10_000_000
         let logs = LockedStream()
         let daemon = try HealDaemon(
-            t.pins, config: config, logger: Logger(label: "test", factory: { _ in LogfmtHandler(stream: logs) }))
+            .at(t.pins), config: config, logger: Logger(label: "test", factory: { _ in LogfmtHandler(stream: logs) }))
         let stop = Flag()
         let handed = Unchecked(daemon)  // runs on that thread only
         let thread = Thread { handed.value.run { stop.isSet } }
@@ -255,7 +256,7 @@ struct LiveFlowTests {
 
         try Loader.unload(t.pins)
         try Loader.load(t.pins, options: .epochOff)
-        let fresh = try Dataplane(t.pins, readOnly: false)
+        let fresh = try ReferenceDataplane(t.pins, readOnly: false)
         // the incident, in the new dataplane
         let client = Endpoint("198.18.1.2:40000")!
         let vip = Endpoint("198.19.0.10:161")!
@@ -291,7 +292,7 @@ struct LiveFlowTests {
         let r = try #require(result.value)
         #expect(r.status == 69, "\(r.err)")
         #expect(r.err.contains("loaded again") && r.err.contains("run the command again"), "\(r.err)")
-        #expect(try Services.list(try Dataplane(t.pins, readOnly: true)).isEmpty, "the new dataplane has no service")
+        #expect(try Services.list(try ReferenceDataplane(t.pins, readOnly: true)).isEmpty, "the new dataplane has no service")
         _ = held
     }
 
@@ -310,7 +311,7 @@ struct LiveFlowTests {
                     created: old, lastSeen: Timestamp.monotonicNow(), epoch: try t.dp.epoch())
                 try t.dp.ct.update(p.fwdKey, p.fwd)
             }
-            let judge = StaleJudge(view: try ServiceView.read(t.dp), timeouts: t.dp.timeouts, now: Timestamp.monotonicNow())
+            let judge = StaleJudge(try t.dp.staleRules(holdingLock: false), now: Timestamp.monotonicNow())
             // a ledger this small overflows: without the stop, a second pass would find them all
             let full = EntryScan(t.dp, filter: ConntrackFilter(), judge: judge, ledgerBits: 6)
             var all = 0

@@ -13,45 +13,59 @@ public struct ConntrackStats: Sendable {
     public var frontends = 0
     public var backends = 0
     public var missingBackends = 0
-    public var epoch: UInt32 = 0
-    public var serviceEpoch = true
+    /// The service epoch, where the layout has one.
+    public var epoch: UInt32?
+    public var serviceEpoch: Bool?
     public var counters: [DatapathCounter] = []
+    public var layout = ""
+    public var caveats: [String] = []
 
     public var occupancy: Double { maxEntries == 0 ? 0 : Double(entries) / Double(maxEntries) }
     public var nearFull: Bool { occupancy > Occupancy.warnFraction }
 
-    public static func gather(_ pins: PinDirectory) throws -> ConntrackStats {
-        let dp = try Dataplane(pins, readOnly: true)
+    /// `conntrack stats`.
+    public static func gather(_ target: SessionOptions, console: Console? = nil) throws -> ConntrackStats {
+        try Operations.session(target, readOnly: true, console: console).run(GatherOp())
+    }
+
+    struct GatherOp: DataplaneOperation {
+        func run<D: Dataplane>(_ dp: D) throws -> ConntrackStats { try ConntrackStats.gather(dp) }
+    }
+
+    static func gather<D: Dataplane>(_ dp: D) throws -> ConntrackStats {
         let now = Timestamp.monotonicNow()
         var s = ConntrackStats()
-        s.maxEntries = dp.ct.info.maxEntries
+        s.layout = D.layoutName
+        s.caveats = dp.caveats
+        s.maxEntries = UInt32(dp.conntrackCapacity)
         var oldestSeen = UInt64.max
-        try Conntrack.scan(dp) { keys, values, n in
-            for i in 0..<n {
-                let t = Int(values[i].type)
-                if t < 3 { s.byType[t] += 1 }
-                switch keys[i].proto {
+        try dp.scan { batch in
+            for i in 0..<batch.count {
+                let e = batch[i]
+                s.byType[Int(e.type.rawValue)] += 1
+                switch e.proto {
                 case 17: s.udp += 1
                 case 6: s.tcp += 1
                 default: s.otherProto += 1
                 }
-                if keys[i].family == 6 { s.ipv6 += 1 } else { s.ipv4 += 1 }
-                if values[i].last_seen_ns < oldestSeen {
-                    oldestSeen = values[i].last_seen_ns
-                    s.oldest = FlowKey(keys[i])
+                if e.familyRaw == 6 { s.ipv6 += 1 } else { s.ipv4 += 1 }
+                let seen = e.lastSeenNs
+                if seen < oldestSeen {
+                    oldestSeen = seen
+                    s.oldest = e.flowKey
                 }
             }
-            s.entries += n
+            s.entries += batch.count
             return true
         }
         if oldestSeen != .max { s.oldestLastSeenAgoNs = now > oldestSeen ? now - oldestSeen : 0 }
-        let services = try Services.list(dp)
+        let services = try dp.services()
         s.frontends = services.count
         s.backends = services.reduce(0) { $0 + $1.liveBackends.count }
         s.missingBackends = services.reduce(0) { $0 + $1.missingOrdinals.count }
-        s.epoch = try dp.epoch()
-        s.serviceEpoch = dp.serviceEpochEnabled
-        s.counters = try dp.counterTotals()
+        s.epoch = try dp.serviceEpoch()
+        if let r = dp as? ReferenceDataplane { s.serviceEpoch = r.serviceEpochEnabled }
+        s.counters = try dp.counters()
         return s
     }
 
@@ -66,7 +80,9 @@ public struct ConntrackStats: Sendable {
         }
         out += "Services: \(frontends) frontends, \(backends) backends"
         out += missingBackends > 0 ? ", \(missingBackends) MISSING from the backend map\n" : "\n"
-        out += "Service epoch: \(epoch) (re-check \(serviceEpoch ? "on" : "off"))\n"
+        if let epoch, let serviceEpoch { out += "Service epoch: \(epoch) (re-check \(serviceEpoch ? "on" : "off"))\n" }
+        for c in caveats { out += "Note: \(c)\n" }
+        guard !counters.isEmpty else { return out }
         var t = TextTable(["COUNTER", "VALUE"])
         for c in counters { t.add([c.name, String(c.value)]) }
         return out + "Datapath counters:\n" + t.render(indent: "  ")
@@ -91,7 +107,9 @@ public struct ConntrackStats: Sendable {
             ("oldest_last_seen_ago_ns", oldestLastSeenAgoNs.map { .uint($0) } ?? .null),
             ("frontends", .uint(UInt64(frontends))), ("backends", .uint(UInt64(backends))),
             ("missing_backends", .uint(UInt64(missingBackends))),
-            ("service_epoch", .uint(UInt64(epoch))), ("service_epoch_check", .bool(serviceEpoch)),
+            ("service_epoch", epoch.map { .uint(UInt64($0)) } ?? .null),
+            ("service_epoch_check", serviceEpoch.map { .bool($0) } ?? .null),
+            ("layout", .string(layout)), ("caveats", .array(caveats.map { .string($0) })),
             ("counters", .object(counters.map { ($0.name, .uint($0.value)) })),
         ])
     }

@@ -7,37 +7,59 @@ public struct DataplaneStatus: Sendable {
         public let name: String
         public let info: MapInfo
         public let entries: Int?
+
+        public init(name: String, info: MapInfo, entries: Int?) {
+            self.name = name
+            self.info = info
+            self.entries = entries
+        }
+
+        /// A map's row, its entries counted by one batch read.
+        public static func counted(_ map: BPFMap) throws(CtctlError) -> MapRow {
+            MapRow(name: map.pin, info: map.info, entries: try countEntries(map))
+        }
     }
 
+    public let layout: String
     public let pinDir: String
-    public let loadedAt: UInt64
-    public let epoch: UInt32
-    public let serviceEpoch: Bool
-    public let timeouts: Timeouts
+    /// The map ABI, for the reference layout.
+    public let abiVersion: UInt32?
+    public let loadedAt: UInt64?
+    public let epoch: UInt32?
+    public let serviceEpoch: Bool?
+    public let timeouts: Timeouts?
     public let maps: [MapRow]
-    public let attachments: [Attachment]
+    /// Where the reference dataplane is attached (nil: the layout's control plane attaches).
+    public let attachments: [Attachment]?
     public let counters: [DatapathCounter]
+    /// What could not be checked (Dataplane.caveats).
+    public let caveats: [String]
 
-    public static func gather(_ dp: Dataplane) throws(CtctlError) -> DataplaneStatus {
-        let rows: [MapRow] = try [
-            MapRow(name: CTCTL_PIN_CT, info: dp.ct.info, entries: countEntries(dp.ct, ctctl_ct_key.self, ctctl_ct_value.self)),
-            MapRow(
-                name: CTCTL_PIN_NAT_FE, info: dp.natFrontend.info,
-                entries: countEntries(dp.natFrontend, ctctl_fe_key.self, ctctl_fe_value.self)),
-            MapRow(
-                name: CTCTL_PIN_NAT_BE, info: dp.natBackend.info,
-                entries: countEntries(dp.natBackend, ctctl_be_key.self, ctctl_be_value.self)),
-        ]
-        return DataplaneStatus(
-            pinDir: dp.pinDir.path, loadedAt: try dp.loadedAt(), epoch: try dp.epoch(),
-            serviceEpoch: dp.serviceEpochEnabled, timeouts: dp.timeouts, maps: rows,
-            attachments: try Attachments.list(dp), counters: try dp.counterTotals())
+    public init(
+        layout: String, pinDir: String, abiVersion: UInt32? = nil, loadedAt: UInt64? = nil, epoch: UInt32? = nil,
+        serviceEpoch: Bool? = nil, timeouts: Timeouts? = nil, maps: [MapRow], attachments: [Attachment]? = nil,
+        counters: [DatapathCounter] = [], caveats: [String] = []
+    ) {
+        self.layout = layout
+        self.pinDir = pinDir
+        self.abiVersion = abiVersion
+        self.loadedAt = loadedAt
+        self.epoch = epoch
+        self.serviceEpoch = serviceEpoch
+        self.timeouts = timeouts
+        self.maps = maps
+        self.attachments = attachments
+        self.counters = counters
+        self.caveats = caveats
     }
 
-    static func countEntries<K, V>(_ map: BPFMap, _: K.Type, _: V.Type) throws(CtctlError) -> Int {
+    public static func gather<D: Dataplane>(_ dp: D) throws -> DataplaneStatus { try dp.status() }
+
+    static func countEntries(_ map: BPFMap) throws(CtctlError) -> Int {
         var n = 0
+        let reader = RawBatchReader(keySize: map.info.keySize, valueSize: map.info.valueSize, capacity: 1024)
         do {
-            try BatchReader<K, V>().read(map) { count in
+            try reader.read(map) { count in
                 n += count
                 return true
             }
@@ -52,12 +74,23 @@ public struct DataplaneStatus: Sendable {
     }
 
     public func renderText() -> String {
-        var s = "Dataplane at \(pinDir) (map ABI \(CTCTL_ABI_VERSION), loaded \(Timestamp.utc(loadedAt)))\n"
-        s +=
-            "Service epoch: \(epoch) (epoch re-check \(serviceEpoch ? "on" : "off: the incident's bug is reproduced on purpose"))\n"
-        s +=
-            "Idle timeouts: "
-            + timeouts.byName.map { "\($0.0) \(DurationText.format(nanoseconds: $0.1))" }.joined(separator: ", ") + "\n\n"
+        var s: String
+        if let abiVersion, let loadedAt {
+            s = "Dataplane at \(pinDir) (map ABI \(abiVersion), loaded \(Timestamp.utc(loadedAt)))\n"
+        } else {
+            s = "Dataplane at \(pinDir) (\(layout) layout)\n"
+        }
+        for c in caveats { s += "Note: \(c)\n" }
+        if let epoch, let serviceEpoch {
+            s +=
+                "Service epoch: \(epoch) (epoch re-check \(serviceEpoch ? "on" : "off: the incident's bug is reproduced on purpose"))\n"
+        }
+        if let timeouts {
+            s +=
+                "Idle timeouts: "
+                + timeouts.byName.map { "\($0.0) \(DurationText.format(nanoseconds: $0.1))" }.joined(separator: ", ") + "\n"
+        }
+        s += "\n"
         var t = TextTable(["MAP", "TYPE", "KEY", "VALUE", "ENTRIES", "MAX", "USED"])
         for m in maps {
             t.add([
@@ -71,15 +104,16 @@ public struct DataplaneStatus: Sendable {
             s += Occupancy.warning(entries: n, max: ct.info.maxEntries) + "\n"
         }
         s += "\n"
-        if attachments.isEmpty {
+        if let attachments, attachments.isEmpty {
             s += "Attached: nowhere (`ctctl dataplane attach IFNAME [--netns NAME]`)\n"
-        } else {
+        } else if let attachments {
             var a = TextTable(["NETNS", "INTERFACE", "IFINDEX", "PROG-ID", "STATE"])
             for x in attachments {
                 a.add([x.netns.isEmpty ? "-" : x.netns, x.ifname, String(x.ifindex), String(x.progID), x.state.rawValue])
             }
             s += "Attached:\n" + a.render(indent: "  ")
         }
+        guard !counters.isEmpty else { return s }
         s += "\nCounters:\n"
         var c = TextTable(["COUNTER", "VALUE"])
         for x in counters { c.add([x.name, String(x.value)]) }
@@ -89,12 +123,14 @@ public struct DataplaneStatus: Sendable {
 
     public func json() -> JSON {
         .object([
+            ("layout", .string(layout)),
             ("pin_dir", .string(pinDir)),
-            ("abi_version", .uint(UInt64(CTCTL_ABI_VERSION))),
-            ("loaded_at", .string(Timestamp.rfc3339(loadedAt))),
-            ("service_epoch", .uint(UInt64(epoch))),
-            ("service_epoch_check", .bool(serviceEpoch)),
-            ("timeouts_ns", .object(timeouts.byName.map { ($0.0, .uint($0.1)) })),
+            ("abi_version", abiVersion.map { .uint(UInt64($0)) } ?? .null),
+            ("loaded_at", loadedAt.map { .string(Timestamp.rfc3339($0)) } ?? .null),
+            ("service_epoch", epoch.map { .uint(UInt64($0)) } ?? .null),
+            ("service_epoch_check", serviceEpoch.map { .bool($0) } ?? .null),
+            ("timeouts_ns", timeouts.map { t in .object(t.byName.map { ($0.0, .uint($0.1)) }) } ?? .null),
+            ("caveats", .array(caveats.map { .string($0) })),
             (
                 "maps",
                 .array(
@@ -109,14 +145,16 @@ public struct DataplaneStatus: Sendable {
             ),
             (
                 "attachments",
-                .array(
-                    attachments.map { a in
-                        .object([
-                            ("netns", a.netns.isEmpty ? .null : .string(a.netns)), ("interface", .string(a.ifname)),
-                            ("ifindex", .uint(UInt64(a.ifindex))), ("prog_id", .uint(UInt64(a.progID))),
-                            ("attached_at", .string(Timestamp.rfc3339(a.attachedAt))), ("state", .string(a.state.rawValue)),
-                        ])
-                    })
+                attachments.map { list in
+                    .array(
+                        list.map { a in
+                            .object([
+                                ("netns", a.netns.isEmpty ? .null : .string(a.netns)), ("interface", .string(a.ifname)),
+                                ("ifindex", .uint(UInt64(a.ifindex))), ("prog_id", .uint(UInt64(a.progID))),
+                                ("attached_at", .string(Timestamp.rfc3339(a.attachedAt))), ("state", .string(a.state.rawValue)),
+                            ])
+                        })
+                } ?? .null
             ),
             ("counters", .object(counters.map { ($0.name, .uint($0.value)) })),
         ])

@@ -1,18 +1,20 @@
-import CLibBPF
-
-/// Copies of up to one stage of entries, kept across a kernel round trip (a delete), so
-/// they can still be printed afterwards.
+/// Copies of up to one stage of raw entries (key and value bytes, as a layout stores them),
+/// kept across a kernel round trip (a delete) so they can still be printed afterwards.
 final class EntryBuffer {
     let capacity: Int
-    let keys: UnsafeMutablePointer<ctctl_ct_key>
-    let values: UnsafeMutablePointer<ctctl_ct_value>
+    let keySize: Int
+    let valueSize: Int
+    let keys: UnsafeMutableRawPointer
+    let values: UnsafeMutableRawPointer
     var reasons: [StaleReason?]
     private(set) var count = 0
 
-    init(capacity: Int = Stager.capacity) {
+    init(keySize: Int, valueSize: Int, capacity: Int) {
         self.capacity = capacity
-        keys = .allocate(capacity: capacity)
-        values = .allocate(capacity: capacity)
+        self.keySize = keySize
+        self.valueSize = valueSize
+        keys = .allocate(byteCount: keySize * capacity, alignment: 8)
+        values = .allocate(byteCount: valueSize * capacity, alignment: 8)
         reasons = Array(repeating: nil, count: capacity)
     }
 
@@ -23,16 +25,16 @@ final class EntryBuffer {
 
     var isFull: Bool { count == capacity }
 
-    func append(_ e: ReferenceEntry, _ reason: StaleReason?) { append(key: e.key.pointee, value: e.value.pointee, reason) }
-
-    func append(key: ctctl_ct_key, value: ctctl_ct_value, _ reason: StaleReason?) {
-        keys[count] = key
-        values[count] = value
+    func append(key: UnsafeRawPointer, value: UnsafeRawPointer, _ reason: StaleReason?) {
+        precondition(count < capacity)
+        (keys + count * keySize).copyMemory(from: key, byteCount: keySize)
+        (values + count * valueSize).copyMemory(from: value, byteCount: valueSize)
         reasons[count] = reason
         count += 1
     }
 
-    func view(_ i: Int) -> ReferenceEntry { ReferenceEntry(keys + i, values + i) }
+    func key(_ i: Int) -> UnsafeMutableRawPointer { keys + i * keySize }
+    func value(_ i: Int) -> UnsafeMutableRawPointer { values + i * valueSize }
 
     func clear() { count = 0 }
 }

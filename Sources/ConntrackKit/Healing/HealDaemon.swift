@@ -20,10 +20,10 @@ public final class HealDaemon {
     let logger: Logger
     let metrics: HealMetrics?
 
-    public init(_ pins: PinDirectory, config: Config, logger: Logger) throws(CtctlError) {
+    public init(_ target: SessionOptions, config: Config, logger: Logger) throws(CtctlError) {
         // A metrics path that cannot be written is an error now, not after the first pass.
         metrics = try config.metricsFile.map { p throws(CtctlError) in try HealMetrics(path: p) }
-        healer = try Healer(pins, options: config.options, auditCommand: "heal")
+        healer = try Healer(target, options: config.options, auditCommand: "heal")
         self.config = config
         self.logger = logger
     }
@@ -55,7 +55,7 @@ public final class HealDaemon {
                     available = true
                     pending = "reload"
                 }
-            } else if (try? healer.dataplane.verifyPinned(only: [CTCTL_PIN_STATE])) == nil {
+            } else if !healer.dataplane.stillPinned() {
                 // the epoch we watch lives in maps that are no longer pinned: unloaded, or
                 // reloaded (new maps at the same paths, whose epoch we would never see move)
                 available = follow("dataplane reloaded: following the new maps")
@@ -64,7 +64,7 @@ public final class HealDaemon {
                     logger.warning("dataplane unloaded: waiting for it", metadata: ["pin_dir": "\(healer.pins.path)"])
                 }
             } else {
-                let epoch = try? healer.dataplane.epoch()
+                let epoch = try? healer.dataplane.serviceEpoch()
                 var trigger = pending
                 if trigger == nil, let epoch, let last = lastEpoch, epoch != last { trigger = "epoch" }
                 if now >= nextFull { trigger = trigger ?? (passes == 0 ? "start" : "interval") }
@@ -123,7 +123,7 @@ public final class HealDaemon {
             }
             if r.stopped { meta["stopped"] = "true" }
             // metrics first, the log line last: a logged pass has its metrics on disk
-            metrics?.record(trigger: trigger, r, counters: (try? healer.dataplane.counterTotals()) ?? [])
+            metrics?.record(trigger: trigger, r, counters: (try? healer.dataplane.counters()) ?? [])
             try writeMetrics()
             logger.info("pass", metadata: meta)
             return (.ok, r.epoch)

@@ -20,3 +20,18 @@ public enum HealHealth {
         throw CtctlError(.software, "\(path) has no ctctl_heal_last_success_timestamp_seconds: not written by ctctl heal")
     }
 }
+
+extension Operations {
+    /// `heal --check`: 0 if the heal writing `metricsFile` succeeded within `maxAgeNs`.
+    public static func healCheck(metricsFile: String, maxAgeNs: UInt64, console: Console) throws -> ExitStatus {
+        let age = try HealHealth.lastSuccessAge(metricsFile: metricsFile)
+        let ago = DurationText.format(nanoseconds: UInt64(age * 1e9))
+        guard age * 1e9 <= Double(maxAgeNs) else {
+            throw CtctlError(
+                .software,
+                "the last successful heal pass was \(ago) ago (more than \(DurationText.format(nanoseconds: maxAgeNs)))")
+        }
+        console.out.line("healthy: the last successful heal pass was \(ago) ago")
+        return .success
+    }
+}

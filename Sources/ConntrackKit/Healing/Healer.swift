@@ -6,7 +6,7 @@ import Logging
 public struct HealOptions: Sendable {
     public var filter = ConntrackFilter()
     public var dryRun = false
-    public var graceNs = StaleJudge.defaultGraceNs
+    public var graceNs = StaleDefaults.graceNs
     public var auditLog: String?
     public init() {}
 }
@@ -34,64 +34,82 @@ public struct PassResult: Sendable {
 
 /// One heal pass: under the writers' lock, judge every entry against one consistent view
 /// of the services, and delete the stale ones (with their NAT partners) through the
-/// kernel's compare-and-delete. Memory stays at one map batch and two stages.
+/// layout's compare-and-delete. Memory stays at one map batch and one stage.
 public final class Healer {
-    public let pins: PinDirectory
     let options: HealOptions
     let audit: AuditLog?
-    var dp: Dataplane
+    public private(set) var session: Session
 
-    public init(_ pins: PinDirectory, options: HealOptions, auditCommand: String) throws(CtctlError) {
-        self.pins = pins
+    public init(_ target: SessionOptions, options: HealOptions, auditCommand: String) throws(CtctlError) {
         self.options = options
-        dp = try Dataplane(pins, readOnly: options.dryRun)
+        session = try Session.open(target, readOnly: options.dryRun)
         audit = try options.auditLog.map { p throws(CtctlError) in try AuditLog(path: p, command: auditCommand) }
     }
 
     /// Re-opens the maps (after the dataplane was unloaded and loaded again).
-    public func reopen() throws(CtctlError) { dp = try Dataplane(pins, readOnly: options.dryRun) }
+    public func reopen() throws(CtctlError) { session = try session.reopen() }
 
-    public var dataplane: Dataplane { dp }
+    public var dataplane: any Dataplane { session.dataplane }
+    public var pins: PinDirectory { session.pins }
 
     /// `printer`: where each handled entry is printed (nil: nowhere). `shouldStop` is
     /// checked between batches; a pass never stops between the two deletes of a pair
     /// (both halves go in one kernel run).
     public func pass(printer: EntryPrinter?, shouldStop: @escaping () -> Bool = { false }) throws -> PassResult {
-        let start = Timestamp.monotonicNow()
         // a dry run reads only; a real pass holds the writers' lock from start to end
-        let lock = options.dryRun ? nil : try WriterLock(pins)
-        defer { _ = lock }
-        if let lock { try dp.verify(holding: lock) } else { try dp.verifyPinned() }
-        let view = try ServiceView.read(dp, holdingLock: lock != nil)
-        let judge = StaleJudge(view: view, timeouts: dp.timeouts, now: start, graceNs: options.graceNs)
+        var op = PassOp(healer: self, lock: nil, printer: printer, shouldStop: shouldStop)
+        if options.dryRun {
+            try session.dataplane.verifyPinned(progress: nil)
+            return try session.run(op)
+        }
+        return try session.withWriterLock { lock in
+            op.lock = lock
+            return try session.run(op)
+        }
+    }
+
+    struct PassOp: DataplaneOperation {
+        let healer: Healer
+        var lock: WriterLock?
+        let printer: EntryPrinter?
+        let shouldStop: () -> Bool
+        func run<D: Dataplane>(_ dp: D) throws -> PassResult {
+            try healer.pass(dp, lock: lock, printer: printer, shouldStop: shouldStop)
+        }
+    }
+
+    func pass<D: Dataplane>(_ dp: D, lock: WriterLock?, printer: EntryPrinter?, shouldStop: @escaping () -> Bool) throws
+        -> PassResult
+    {
+        let start = Timestamp.monotonicNow()
+        let rules = try dp.staleRules(holdingLock: lock != nil)
+        let judge = StaleJudge(rules, now: start, graceNs: options.graceNs)
         let audit = self.audit
-        let report = { (e: ReferenceEntry, reason: StaleReason?, outcome: DeleteOutcome) throws in
+        let remover = try dp.remover(lock: lock) { e, reason, outcome in
             printer?.add(e, reason: reason, outcome: outcome)
             if case .deleted(let partner) = outcome {
                 try audit?.deleted(e, why: reason?.rawValue ?? "stale", withPartner: partner, now: start)
             }
         }
-        let deleter =
-            try lock.map { lock throws(CtctlError) in Deleter(try Stager(dp, lock: lock), report: report) }
-            ?? Deleter(dryRun: dp, report: report)
         let scan = EntryScan(dp, filter: options.filter, judge: judge)
         scan.shouldStop = shouldStop
-        try scan.run { e, reason in try deleter.add(e, reason: reason) }
-        try deleter.flush()
+        try scan.run { e, reason in try remover.add(e, reason: reason) }
+        try remover.flush()
 
+        let c = remover.counts
         var r = PassResult()
         r.scanned = scan.totals.scanned
         r.stale = scan.totals.matched
         r.staleByReason = scan.totals.byReason
-        r.deleted = deleter.deletedEntries
-        r.deletedByReason = deleter.deletedByReason
-        r.changed = deleter.changed
-        r.noLongerStale = deleter.noLongerStale
-        r.wouldDelete = deleter.wouldDelete
-        r.wouldDeleteByReason = deleter.wouldDeleteByReason
+        r.deleted = c.deleted
+        r.deletedByReason = c.deletedByReason
+        r.changed = c.changed
+        r.noLongerStale = c.noLongerStale
+        r.wouldDelete = c.wouldDelete
+        r.wouldDeleteByReason = c.wouldDeleteByReason
         r.stopped = scan.stopped
-        r.epoch = view.epoch
-        r.ctMaxEntries = dp.ct.info.maxEntries
+        r.epoch = rules.view.version
+        r.ctMaxEntries = UInt32(dp.conntrackCapacity)
         r.durationNs = Timestamp.monotonicNow() - start
         return r
     }

@@ -6,18 +6,21 @@ import Glibc
 /// over pairs.
 ///
 /// Every NAT half older than the grace period adds its pair's identity, (forward key,
-/// reverse key, created time), with +1 for a forward half and -1 for a reverse half:
-/// the forward half knows the reverse key as its partner and the reverse half knows the
-/// forward key, so the two halves of an intact pair add the same identity with opposite
-/// signs and cancel exactly. What is left after the scan are the identities whose other
-/// half never showed up, and "peeling" the table recovers them in full (keys included),
-/// as long as there are not many more of them than the table's capacity (about 75,000
-/// here). A candidate is only a candidate: the caller re-reads it and confirms with the
-/// kernel's partner check.
-final class PairLedger {
-    static let defaultBits = 15
+/// reverse key, tag), with +1 for a forward half and -1 for a reverse half: the forward
+/// half knows the reverse key as its partner and the reverse half knows the forward key
+/// (the layout says how: Dataplane.ledgerIdentity), so the two halves of an intact pair
+/// add the same identity with opposite signs and cancel exactly. Keys are up to 40 bytes
+/// (5 words, zero-padded); the tag is the pair's created time where the layout keeps one.
+/// What is left after the scan are the identities whose other half never showed up, and
+/// "peeling" the table recovers them in full (keys included), as long as there are not
+/// many more of them than the table's capacity (about 75,000 here). A candidate is only a
+/// candidate: the caller re-reads it and confirms it with the partner lookup.
+public final class PairLedger {
+    public static let defaultBits = 15
+    /// Words of a pair's identity: the tag, the forward key (5), the reverse key (5).
+    public static let identityWords = 11
     static let tables = 3
-    /// count, created, forward key (5 words), reverse key (5 words), check: 13 words a cell
+    /// count, tag, forward key (5 words), reverse key (5 words), check: 13 words a cell
     static let words = 13
     let cells: UnsafeMutablePointer<UInt64>
     let bits: Int
@@ -30,18 +33,20 @@ final class PairLedger {
     static let queueStride = 17
     var queued = 0
 
-    struct Element {
-        var forward: ctctl_ct_key
-        var reverse: ctctl_ct_key
-        var created: UInt64
+    /// A pair whose other half never showed up.
+    public struct Element: Sendable {
+        /// The forward and reverse keys, 5 words each, as the layout wrote them.
+        public let forward: [UInt64]
+        public let reverse: [UInt64]
+        public let tag: UInt64
         /// +1: only the forward half is present; -1: only the reverse half.
-        var sign: Int
-        var presentKey: ctctl_ct_key { sign > 0 ? forward : reverse }
-        var presentType: UInt8 { sign > 0 ? EntryType.natForward.rawValue : EntryType.natReverse.rawValue }
+        public let sign: Int
+        public var presentKey: [UInt64] { sign > 0 ? forward : reverse }
+        public var presentType: EntryType { sign > 0 ? .natForward : .natReverse }
     }
 
     /// 2^bits cells a table (tests make it small to overflow it).
-    init(bits: Int = PairLedger.defaultBits) {
+    public init(bits: Int = PairLedger.defaultBits) {
         self.bits = bits
         perTable = 1 << bits
         // calloc: zero pages on demand
@@ -63,7 +68,7 @@ final class PairLedger {
 
     @inline(__always)
     static func check(_ w: UnsafePointer<UInt64>) -> UInt64 {
-        // created and the ten key words (w[1] ... w[11])
+        // the tag and the ten key words (w[1] ... w[11])
         var h: UInt64 = 0x6374_6374_6c65_6467
         for i in 1...11 { h = mix(h, w[i]) }
         return h ^ (h >> 31)
@@ -87,21 +92,15 @@ final class PairLedger {
         }
     }
 
-    /// Adds the pair of a NAT half (forward: +1, reverse: -1).
+    /// Adds a pair identity (PairLedger.identityWords words) with its sign (forward: +1,
+    /// reverse: -1).
     @inline(__always)
-    func add(_ e: ReferenceEntry) {
-        let forward = e.typeRaw == EntryType.natForward.rawValue
-        let fk = UnsafeRawPointer(forward ? e.key : e.partnerKey)
-        let rk = UnsafeRawPointer(forward ? e.partnerKey : e.key)
+    public func add(_ identity: UnsafePointer<UInt64>, sign: Int) {
         let p = queue + queued * PairLedger.queueStride
         p[0] = 0
-        p[1] = e.createdNs
-        for i in 0..<5 {
-            p[2 + i] = fk.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)
-            p[7 + i] = rk.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)
-        }
+        for i in 0..<PairLedger.identityWords { p[1 + i] = identity[i] }
         p[12] = PairLedger.check(p)
-        p[13] = UInt64(bitPattern: forward ? 1 : -1)
+        p[13] = UInt64(bitPattern: Int64(sign))
         for t in 0..<PairLedger.tables {
             let c = cell(t, p[12])
             CLibBPF_prefetch_write(c)
@@ -128,7 +127,7 @@ final class PairLedger {
 
     /// The leftover elements, and whether they are all of them (false: the table
     /// overflowed, and some half pairs could not be recovered).
-    func decode() -> (elements: [Element], complete: Bool) {
+    public func decode() -> (elements: [Element], complete: Bool) {
         drain()
         let total = PairLedger.tables * perTable
         func pure(_ c: UnsafeMutablePointer<UInt64>) -> Bool {
@@ -143,15 +142,7 @@ final class PairLedger {
             guard pure(c) else { continue }
             let sign = c[0] == 1 ? 1 : -1
             for k in 0..<PairLedger.words { w[k] = c[k] }
-            var f = ctctl_ct_key()
-            var r = ctctl_ct_key()
-            withUnsafeMutableBytes(of: &f) { raw in
-                for k in 0..<5 { raw.storeBytes(of: w[2 + k], toByteOffset: k * 8, as: UInt64.self) }
-            }
-            withUnsafeMutableBytes(of: &r) { raw in
-                for k in 0..<5 { raw.storeBytes(of: w[7 + k], toByteOffset: k * 8, as: UInt64.self) }
-            }
-            out.append(Element(forward: f, reverse: r, created: w[1], sign: sign))
+            out.append(Element(forward: Array(w[2..<7]), reverse: Array(w[7..<12]), tag: w[1], sign: sign))
             // take it out of its three cells; any that become pure are next
             w.withUnsafeBufferPointer { apply($0.baseAddress!, sign: -sign) }
             for t in 0..<PairLedger.tables {

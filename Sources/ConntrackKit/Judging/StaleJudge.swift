@@ -1,67 +1,80 @@
-import CLibBPF
-import Glibc
+/// A layout's stale rules: which rules apply to which entries, when an entry is idle or
+/// expired by its datapath's own definition, and the services as its datapath sees them.
+/// StaleJudge applies them, the same way for every layout.
+public protocol StaleRules {
+    associatedtype Entry: EntryFacts
+    associatedtype View: ServiceQuestions
 
-/// The staleness rules, applied to one entry at a time without decoding it.
-public struct StaleJudge: Sendable {
-    public static let defaultGraceNs: UInt64 = 10_000_000_000
+    /// One consistent view of the layout's NAT maps.
+    var view: View { get }
 
-    public let view: ServiceView
-    public let timeouts: Timeouts
+    /// Does rule `r` apply to entries like `e` (the layout's per-protocol policy)?
+    func applies(_ r: StaleReason, to e: Entry) -> Bool
+    /// Idle past its own timeout at `now` (false where the layout does not expire entries).
+    func isIdle(_ e: Entry, now: UInt64) -> Bool
+    /// The datapath's expiry: is `e` expired, given its own idleness and its partner's
+    /// (`partnerIdle`: nil when it has no intact partner)?
+    func expired(_ e: Entry, selfIdle: Bool, partnerIdle: Bool?) -> Bool
+    /// Past the grace period a NAT half gets before a missing partner makes it stale
+    /// (true for a layout that keeps no creation time: it re-checks instead).
+    func isPastGrace(_ e: Entry, now: UInt64, graceNs: UInt64) -> Bool
+    /// A missing partner counts only if it is still missing this long after it was first
+    /// seen missing (layouts without creation times; 0: at once).
+    var halfPairRecheckNs: UInt64 { get }
+}
+
+/// What the judge says of one entry.
+public enum StaleVerdict: Equatable, Sendable {
+    case fresh
+    case stale(StaleReason)
+    /// A NAT half whose verdict depends on its partner: `old` (past the grace period:
+    /// stale if the partner is missing) and/or `idle` (idle past its own timeout:
+    /// expired unless its partner is live).
+    case nat(idle: Bool, old: Bool)
+}
+
+/// Defaults of the stale rules.
+public enum StaleDefaults {
+    /// A NAT half younger than this is never a half pair (its partner may be being written).
+    public static let graceNs: UInt64 = 10_000_000_000
+}
+
+/// The stale rules applied to one entry at a time, without decoding it: the same for every
+/// layout, asking the layout's rules and service view.
+public struct StaleJudge<Rules: StaleRules> {
+    public let rules: Rules
     public let now: UInt64
     public let graceNs: UInt64
 
-    public init(view: ServiceView, timeouts: Timeouts, now: UInt64, graceNs: UInt64 = StaleJudge.defaultGraceNs) {
-        self.view = view
-        self.timeouts = timeouts
+    public init(_ rules: Rules, now: UInt64, graceNs: UInt64 = StaleDefaults.graceNs) {
+        self.rules = rules
         self.now = now
         self.graceNs = graceNs
     }
 
-    public enum Verdict: Equatable, Sendable {
-        case fresh
-        case stale(StaleReason)
-        /// A NAT half whose verdict depends on its partner: `old` (past the grace period:
-        /// stale if the partner is missing) and/or `idle` (idle past its own timeout:
-        /// expired unless its partner is live, ctctl_expired_entry).
-        case nat(idle: Bool, old: Bool)
-    }
+    public var view: Rules.View { rules.view }
 
     @inline(__always)
-    public func judge(_ e: ReferenceEntry) -> Verdict {
+    public func judge(_ e: Rules.Entry) -> StaleVerdict {
         let proto = e.proto
         if !e.isNAT {
-            if view.hasBackends(e.keyDst, e.keyDport, proto) { return .stale(.missedNAT) }
-        } else {
-            let svcAddr = e.serviceAddress
-            let svcPort = e.servicePort
-            let svcProto = e.serviceProto
-            if !view.isBackend(e.backendAddress, e.backendPort, of: svcAddr, svcPort, svcProto)
-                && !view.isOverLimit(svcAddr, svcPort, svcProto)
+            if rules.applies(.missedNAT, to: e)
+                && rules.view.isActive(e.originalDestination, e.originalDestinationPort, proto, client: e.originalSource)
             {
-                return .stale(.orphanNAT)
+                return .stale(.missedNAT)
             }
+        } else if rules.applies(.orphanNAT, to: e) {
+            let pair = rules.view.isActivePair(
+                e.serviceAddress, e.servicePort, e.serviceProto, client: e.originalSource, backend: e.backendAddress,
+                e.backendPort)
+            if pair == false { return .stale(.orphanNAT) }
         }
-        let idle = isIdle(proto: proto, flags: e.flags, lastSeen: e.lastSeenNs)
-        if !e.isNAT { return expired(e.typeRaw, selfIdle: idle, partner: nil) ? .stale(.expired) : .fresh }
+        let idle = rules.applies(.expired, to: e) && rules.isIdle(e, now: now)
+        if !e.isNAT { return idle && rules.expired(e, selfIdle: true, partnerIdle: nil) ? .stale(.expired) : .fresh }
         // A NAT half: expired only if its partner is not live by its own state (one flow),
         // half-pair only if its partner is gone past the grace period. Both depend on the
         // partner.
-        let created = e.createdNs
-        let old = now > created && now - created > graceNs
+        let old = rules.applies(.halfPair, to: e) && rules.isPastGrace(e, now: now, graceNs: graceNs)
         return idle || old ? .nat(idle: idle, old: old) : .fresh
-    }
-
-    /// Idle past its own timeout (the datapath's ctctl_idle_past and ctctl_timeout_index).
-    @inline(__always)
-    func isIdle(proto: UInt8, flags: UInt32, lastSeen: UInt64) -> Bool {
-        timeouts.idle(proto: proto, flags: flags, lastSeen: lastSeen, now: now)
-    }
-
-    /// ctctl_expired_entry: the datapath's own rule. `partner`: whether the partner is
-    /// intact and whether it is idle by its own state; nil if it is missing.
-    @inline(__always)
-    func expired(_ type: UInt8, selfIdle: Bool, partner: (ok: Bool, idle: Bool)?) -> Bool {
-        let ok = partner?.ok ?? false
-        return ctctl_expired_entry(selfIdle ? 1 : 0, type, ok ? 1 : 0, ok && partner!.idle ? 1 : 0) != 0
     }
 }

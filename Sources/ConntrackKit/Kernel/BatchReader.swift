@@ -1,17 +1,22 @@
 import CLibBPF
 import Glibc
 
-/// Streams a hash map with BPF_MAP_LOOKUP_BATCH into fixed buffers: memory does
-/// not grow with the map. The body sees each batch; it returns false to stop.
-public final class BatchReader<Key, Value> {
+/// Streams a hash map with BPF_MAP_LOOKUP_BATCH into fixed buffers of raw keys and values
+/// (a layout's own sizes): memory does not grow with the map. The body sees each batch; it
+/// returns false to stop.
+public final class RawBatchReader {
     public let capacity: Int
-    public let keys: UnsafeMutablePointer<Key>
-    public let values: UnsafeMutablePointer<Value>
+    public let keySize: Int
+    public let valueSize: Int
+    public let keys: UnsafeMutableRawPointer
+    public let values: UnsafeMutableRawPointer
 
-    public init(capacity: Int = 8192) {
+    public init(keySize: Int, valueSize: Int, capacity: Int = 8192) {
         self.capacity = capacity
-        keys = .allocate(capacity: capacity)
-        values = .allocate(capacity: capacity)
+        self.keySize = keySize
+        self.valueSize = valueSize
+        keys = .allocate(byteCount: keySize * capacity, alignment: 8)
+        values = .allocate(byteCount: valueSize * capacity, alignment: 8)
     }
 
     deinit {
@@ -20,7 +25,7 @@ public final class BatchReader<Key, Value> {
     }
 
     public func read(_ map: BPFMap, _ body: (_ count: Int) throws -> Bool) throws {
-        precondition(MemoryLayout<Key>.size == map.info.keySize && MemoryLayout<Value>.size == map.info.valueSize)
+        precondition(keySize == map.info.keySize && valueSize == map.info.valueSize)
         var inBatch: UInt64 = 0
         var outBatch: UInt64 = 0
         var first = true
@@ -45,4 +50,19 @@ public final class BatchReader<Key, Value> {
             inBatch = outBatch
         }
     }
+}
+
+/// A RawBatchReader over a map whose key and value are C structs.
+public final class BatchReader<Key, Value> {
+    let raw: RawBatchReader
+    public var keys: UnsafeMutablePointer<Key> { raw.keys.assumingMemoryBound(to: Key.self) }
+    public var values: UnsafeMutablePointer<Value> { raw.values.assumingMemoryBound(to: Value.self) }
+
+    public init(capacity: Int = 8192) {
+        // the kernel packs keys and values at their sizes; indexing steps by stride
+        precondition(MemoryLayout<Key>.size == MemoryLayout<Key>.stride && MemoryLayout<Value>.size == MemoryLayout<Value>.stride)
+        raw = RawBatchReader(keySize: MemoryLayout<Key>.size, valueSize: MemoryLayout<Value>.size, capacity: capacity)
+    }
+
+    public func read(_ map: BPFMap, _ body: (_ count: Int) throws -> Bool) throws { try raw.read(map, body) }
 }

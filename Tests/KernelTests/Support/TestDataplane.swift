@@ -9,7 +9,7 @@ import Testing
 /// it, even when the test fails. Kernel features missing here fail the test loudly.
 final class TestDataplane: @unchecked Sendable {
     let pins: PinDirectory
-    let dp: Dataplane
+    let dp: ReferenceDataplane
 
     static func uniqueName(_ tag: String) -> String {
         "ctctl-test-\(getpid())-\(tag)-\(UInt32.random(in: 0..<UInt32.max))"
@@ -24,7 +24,7 @@ final class TestDataplane: @unchecked Sendable {
             ? URL(fileURLWithPath: ctctlBinary()).deletingLastPathComponent().appendingPathComponent("ctctl-test.bpf.o").path
             : nil
         try Loader.load(pins, options: options, objectPath: object)
-        dp = try Dataplane(pins, readOnly: false)
+        dp = try ReferenceDataplane(pins, readOnly: false)
     }
 
     /// Detaches every recorded attachment, then unpins everything load made.

@@ -39,7 +39,7 @@ public enum Attachments {
     }
 
     /// Attaches the datapath to clsact ingress of `ifname` (in `netns`, if given) and records it.
-    public static func attach(_ dp: Dataplane, ifname: String, netns: String?, lock: WriterLock) throws {
+    public static func attach(_ dp: ReferenceDataplane, ifname: String, netns: String?, lock: WriterLock) throws {
         try dp.verify(holding: lock)
         let key = try key(netns: netns ?? "", ifname: ifname)
         let prog = try openProgram(
@@ -66,7 +66,7 @@ public enum Attachments {
     /// Detaches ctctl's filter from `ifname` and forgets the record. Returns false if
     /// the interface or namespace is gone (the record is removed all the same).
     @discardableResult
-    public static func detach(_ dp: Dataplane, ifname: String, netns: String?, lock: WriterLock) throws -> Bool {
+    public static func detach(_ dp: ReferenceDataplane, ifname: String, netns: String?, lock: WriterLock) throws -> Bool {
         try dp.verify(holding: lock)
         let key = try key(netns: netns ?? "", ifname: ifname)
         let recorded = try? dp.attachments.lookup(key, as: ctctl_attach_value.self)
@@ -97,7 +97,7 @@ public enum Attachments {
     }
 
     /// Every recorded attachment with its state in the kernel now.
-    public static func list(_ dp: Dataplane) throws(CtctlError) -> [Attachment] {
+    public static func list(_ dp: ReferenceDataplane) throws(CtctlError) -> [Attachment] {
         let reader = BatchReader<ctctl_attach_key, ctctl_attach_value>(capacity: Int(CTCTL_ATTACH_ENTRIES))
         var out: [Attachment] = []
         do {

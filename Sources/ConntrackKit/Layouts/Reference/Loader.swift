@@ -143,7 +143,7 @@ public enum Loader {
                 if r != 0 { throw CtctlError.from(Errno(-r), doing: "pinning", path: p) }
                 pinned.append(p)
             }
-            let dp = try Dataplane(pinDir, readOnly: false)
+            let dp = try ReferenceDataplane(pinDir, readOnly: false)
             try dp.state().pointee.loaded_at = UInt64(time(nil))
         } catch {
             for p in pinned.reversed() { unlink(p) }
@@ -168,18 +168,23 @@ public enum Loader {
     /// Removes exactly the pins `load` made, then the directory. Refuses while the
     /// datapath is still attached anywhere ctctl recorded.
     public static func unload(_ pinDir: PinDirectory) throws(CtctlError) {
-        let dp = try Dataplane(pinDir, readOnly: false)
-        let lock = try WriterLock(pinDir)
-        try dp.verify(holding: lock)
-        let live = try Attachments.list(dp).filter { $0.state == .attached }
-        if !live.isEmpty {
-            let first = live[0]
-            throw CtctlError(
-                .software,
-                "the dataplane at \(pinDir.path) is still attached to \(live.map(\.place).joined(separator: ", ")): detach first (`ctctl dataplane detach \(first.ifname)\(first.netns.isEmpty ? "" : " --netns \(first.netns)")`)"
-            )
+        let dp = try ReferenceDataplane(pinDir, readOnly: false)
+        let lock = try dp.writerLock(timeoutMs: 30_000)
+        try withExtendedLifetime(lock) { () throws(CtctlError) in
+            let live = try Attachments.list(dp).filter { $0.state == .attached }
+            if !live.isEmpty {
+                let first = live[0]
+                throw CtctlError(
+                    .software,
+                    "the dataplane at \(pinDir.path) is still attached to \(live.map(\.place).joined(separator: ", ")): detach first (`ctctl dataplane detach \(first.ifname)\(first.netns.isEmpty ? "" : " --netns \(first.netns)")`)"
+                )
+            }
+            try unpin(pinDir)
         }
-        _ = lock
+    }
+
+    /// Removes every pin of `allPins` and the directory (the caller holds the lock).
+    static func unpin(_ pinDir: PinDirectory) throws(CtctlError) {
         for pin in allPins {
             let p = pinDir.pin(pin)
             do { try Errno.libc { unlink(p) } } catch  where error.code != ENOENT {

@@ -24,13 +24,14 @@ public enum Services {
     /// Returns true if the service was created, false if replaced. `midWrite` runs between
     /// the two halves of the write (tests).
     @discardableResult
-    public static func set(_ dp: Dataplane, _ ref: ServiceRef, backends: [Endpoint], lock: WriterLock) throws(CtctlError) -> Bool
+    public static func set(_ dp: ReferenceDataplane, _ ref: ServiceRef, backends: [Endpoint], lock: WriterLock) throws(CtctlError)
+        -> Bool
     {
         try set(dp, ref, backends: backends, lock: lock, midWrite: nil)
     }
 
     static func set(
-        _ dp: Dataplane, _ ref: ServiceRef, backends: [Endpoint], lock: WriterLock, midWrite: (() -> Void)?
+        _ dp: ReferenceDataplane, _ ref: ServiceRef, backends: [Endpoint], lock: WriterLock, midWrite: (() -> Void)?
     ) throws(CtctlError) -> Bool {
         try validate(ref, backends: backends)
         try dp.verify(holding: lock)
@@ -83,7 +84,7 @@ public enum Services {
         return existing == nil
     }
 
-    private static func writeBackends(_ dp: Dataplane, _ id: UInt32, _ backends: [Endpoint]) throws(CtctlError) {
+    private static func writeBackends(_ dp: ReferenceDataplane, _ id: UInt32, _ backends: [Endpoint]) throws(CtctlError) {
         for (ordinal, b) in backends.enumerated() {
             try dp.natBackend.update(ctctl_be_key(svc_id: id, ordinal: UInt32(ordinal)), b.backendValue)
         }
@@ -92,7 +93,7 @@ public enum Services {
     /// Removes the frontend, then the backends, the epoch odd meanwhile. Returns the
     /// removed service, or nil if there was none. Conntrack cleanup is the caller's
     /// (Conntrack.removeService), under the same lock.
-    public static func delete(_ dp: Dataplane, _ ref: ServiceRef, lock: WriterLock) throws(CtctlError) -> Service? {
+    public static func delete(_ dp: ReferenceDataplane, _ ref: ServiceRef, lock: WriterLock) throws(CtctlError) -> Service? {
         try dp.verify(holding: lock)
         guard let svc = try get(dp, ref) else { return nil }
         try dp.beginServiceWrite()
@@ -104,12 +105,12 @@ public enum Services {
         return svc
     }
 
-    public static func get(_ dp: Dataplane, _ ref: ServiceRef) throws(CtctlError) -> Service? {
+    public static func get(_ dp: ReferenceDataplane, _ ref: ServiceRef) throws(CtctlError) -> Service? {
         guard let fe = try dp.natFrontend.lookup(ref.frontendKey, as: ctctl_fe_value.self) else { return nil }
         return try service(dp, ref, fe)
     }
 
-    static func service(_ dp: Dataplane, _ ref: ServiceRef, _ fe: ctctl_fe_value) throws(CtctlError) -> Service {
+    static func service(_ dp: ReferenceDataplane, _ ref: ServiceRef, _ fe: ctctl_fe_value) throws(CtctlError) -> Service {
         var backends: [Endpoint?] = []
         for ordinal in 0..<min(fe.backend_count, CTCTL_MAX_BACKENDS) {
             backends.append(
@@ -120,7 +121,7 @@ public enum Services {
     }
 
     /// Every service, sorted by VIP text.
-    public static func list(_ dp: Dataplane) throws(CtctlError) -> [Service] {
+    public static func list(_ dp: ReferenceDataplane) throws(CtctlError) -> [Service] {
         let reader = BatchReader<ctctl_fe_key, ctctl_fe_value>(capacity: 4096)
         var fronts: [(ServiceRef, ctctl_fe_value)] = []
         do {

@@ -9,7 +9,7 @@ import Glibc
 public final class Stager {
     public static let capacity = Int(CTCTL_STAGE_SLOTS)
 
-    let dp: Dataplane
+    let dp: ReferenceDataplane
     let stageMap: BPFMap
     let slots: UnsafeMutablePointer<ctctl_stage_slot>
     let prog: FileDescriptor
@@ -17,7 +17,7 @@ public final class Stager {
     let mappedLength: Int
     public private(set) var count = 0
 
-    public init(_ dp: Dataplane, lock: WriterLock) throws(CtctlError) {
+    public init(_ dp: ReferenceDataplane, lock: WriterLock) throws(CtctlError) {
         try dp.verify(holding: lock)
         self.dp = dp
         stageMap = try MapSpec.stage.open(in: dp.pinDir, readOnly: false)

@@ -1,18 +1,23 @@
 import CLibBPF
 import Glibc
 
-/// A loaded dataplane, opened from its pin directory with every layout checked.
-public final class Dataplane: @unchecked Sendable {
+/// ctctl's own dataplane (bpf/), opened from its pin directory with every map's layout
+/// checked against the ABI header: the first layout behind the Dataplane seam.
+public final class ReferenceDataplane: @unchecked Sendable {
     public let pinDir: PinDirectory
     public let readOnly: Bool
     public let ct: BPFMap
     public let natFrontend: BPFMap
     public let natBackend: BPFMap
-    public let counters: BPFMap
+    public let counterMap: BPFMap
     public let attachments: BPFMap
     public let stateMap: BPFMap
     public let config: ctctl_config
     private var stateMapping: UnsafeMutablePointer<ctctl_state>?
+    /// Scratch for partner lookups and re-reads (one command, one thread).
+    let partners: PartnerLookup
+    let scratchKey = UnsafeMutablePointer<ctctl_ct_key>.allocate(capacity: 1)
+    let scratchValue = UnsafeMutablePointer<ctctl_ct_value>.allocate(capacity: 1)
 
     /// Opens every map of the dataplane at `pinDir`. Read-only commands pass
     /// `readOnly: true` and get read-only fds (BPF_F_RDONLY).
@@ -36,13 +41,17 @@ public final class Dataplane: @unchecked Sendable {
         ct = try MapSpec.ct.open(in: pinDir, readOnly: readOnly)
         natFrontend = try MapSpec.natFrontend.open(in: pinDir, readOnly: readOnly)
         natBackend = try MapSpec.natBackend.open(in: pinDir, readOnly: readOnly)
-        counters = try MapSpec.counters.open(in: pinDir, readOnly: true)
+        counterMap = try MapSpec.counters.open(in: pinDir, readOnly: true)
         attachments = try MapSpec.attach.open(in: pinDir, readOnly: readOnly)
         stateMap = try MapSpec.state.open(in: pinDir, readOnly: readOnly)
+        partners = PartnerLookup(ct)
     }
 
     deinit {
         if let stateMapping { munmap(stateMapping, Int(getpagesize())) }
+        partners.deallocate()
+        scratchKey.deallocate()
+        scratchValue.deallocate()
     }
 
     public var timeouts: Timeouts { Timeouts(config) }
@@ -98,7 +107,7 @@ public final class Dataplane: @unchecked Sendable {
         let buf = UnsafeMutablePointer<ctctl_counters>.allocate(capacity: max(ncpu, 1))
         defer { buf.deallocate() }
         var key: UInt32 = 0
-        _ = try counters.lookup(&key, into: buf)
+        _ = try counterMap.lookup(&key, into: buf)
         var totals = [UInt64](repeating: 0, count: DatapathCounter.names.count)
         for cpu in 0..<ncpu {
             withUnsafeBytes(of: &buf[cpu].c) { raw in
@@ -124,7 +133,7 @@ public final class Dataplane: @unchecked Sendable {
     }
 
     /// The maps this dataplane was opened with, by pin.
-    var openedMaps: [BPFMap] { [ct, natFrontend, natBackend, counters, attachments, stateMap] }
+    var openedMaps: [BPFMap] { [ct, natFrontend, natBackend, counterMap, attachments, stateMap] }
 
     /// Checks that the objects pinned at the pin directory are still the ones this
     /// Dataplane opened (by kernel id), so nothing is read from or written to maps that

@@ -1,9 +1,10 @@
 import CLibBPF
 import Glibc
 
-/// One consistent snapshot of the NAT maps, judged by addresses, never by service ids
-/// (ids change when a service is recreated).
-public struct ServiceView: Sendable {
+/// One consistent snapshot of the reference dataplane's NAT maps, judged by addresses,
+/// never by service ids (ids change when a service is recreated). A frontend is the VIP
+/// triple (address, port, protocol): the datapath matches nothing else.
+public struct ReferenceServiceView: ServiceQuestions, Sendable {
     /// Every frontend; the frontends that translate; those over the backend limit (never
     /// judged); (frontend, backend) pairs of the frontends that translate.
     private let all: WordSet
@@ -14,29 +15,30 @@ public struct ServiceView: Sendable {
     public let serviceCount: Int
 
     static func front(_ a: IPAddress, _ port: UInt16, _ proto: UInt8) -> [UInt64] {
-        [a.hi, a.lo, UInt64(port) | UInt64(proto) << 16 | UInt64(a.family.rawValue) << 24]
+        let w = words(a, port, proto)
+        return [w.0, w.1, w.2]
     }
 
     init(epoch: UInt32, services: [Service]) {
         self.epoch = epoch
         serviceCount = services.count
         all = WordSet(
-            width: 3, keys: services.map { ServiceView.front($0.ref.vip.address, $0.ref.vip.port, $0.ref.proto.number) })
+            width: 3, keys: services.map { ReferenceServiceView.front($0.ref.vip.address, $0.ref.vip.port, $0.ref.proto.number) })
         withBackends = WordSet(
             width: 3,
             keys: services.filter { $0.translates && !$0.liveBackends.isEmpty }.map {
-                ServiceView.front($0.ref.vip.address, $0.ref.vip.port, $0.ref.proto.number)
+                ReferenceServiceView.front($0.ref.vip.address, $0.ref.vip.port, $0.ref.proto.number)
             })
         overLimit = WordSet(
             width: 3,
             keys: services.filter(\.overLimit).map {
-                ServiceView.front($0.ref.vip.address, $0.ref.vip.port, $0.ref.proto.number)
+                ReferenceServiceView.front($0.ref.vip.address, $0.ref.vip.port, $0.ref.proto.number)
             })
         members = WordSet(
             width: 6,
             keys: services.filter { !$0.overLimit }.flatMap { s in
                 s.liveBackends.map {
-                    ServiceView.front(s.ref.vip.address, s.ref.vip.port, s.ref.proto.number) + [
+                    ReferenceServiceView.front(s.ref.vip.address, s.ref.vip.port, s.ref.proto.number) + [
                         $0.address.hi, $0.address.lo, UInt64($0.port),
                     ]
                 }
@@ -49,8 +51,8 @@ public struct ServiceView: Sendable {
     /// ctctl writer holds the lock (or the caller holds it, `holdingLock`): the maps are then
     /// as the datapath sees them, and the view is read as they are.
     public static func read(
-        _ dp: Dataplane, holdingLock: Bool = false, waitNs: UInt64 = 2_000_000_000
-    ) throws(CtctlError) -> ServiceView {
+        _ dp: ReferenceDataplane, holdingLock: Bool = false, waitNs: UInt64 = 2_000_000_000
+    ) throws(CtctlError) -> ReferenceServiceView {
         let deadline = Timestamp.monotonicNow() + waitNs
         var tries = 0
         while true {
@@ -59,7 +61,7 @@ public struct ServiceView: Sendable {
             // odd and late: read the maps as they are if no ctctl writer can be mid-write
             if before & 1 == 0 || (late && (holdingLock || (try? WriterLock(dp.pinDir, timeoutMs: 0)) != nil)) {
                 let services = try Services.list(dp)
-                if try dp.epoch() == before { return ServiceView(epoch: before, services: services) }
+                if try dp.epoch() == before { return ReferenceServiceView(epoch: before, services: services) }
             }
             if late {
                 throw CtctlError(
@@ -74,35 +76,71 @@ public struct ServiceView: Sendable {
         }
     }
 
-    /// Test helper and for callers that already hold a consistent list.
-    public static func of(_ services: [Service], epoch: UInt32 = 0) -> ServiceView {
-        ServiceView(epoch: epoch, services: services)
+    /// For callers that already hold a consistent list.
+    public static func of(_ services: [Service], epoch: UInt32 = 0) -> ReferenceServiceView {
+        ReferenceServiceView(epoch: epoch, services: services)
+    }
+
+    public var version: UInt32 { epoch }
+
+    @inline(__always)
+    static func words(_ a: IPAddress, _ port: UInt16, _ proto: UInt8) -> (UInt64, UInt64, UInt64) {
+        (a.hi, a.lo, UInt64(port) | UInt64(proto) << 16 | UInt64(a.family.rawValue) << 24)
+    }
+
+    /// The client does not matter here: the datapath matches frontends by VIP triple only.
+    public func frontendState(_ dst: IPAddress, _ port: UInt16, _ proto: UInt8, client: IPAddress) -> FrontendState {
+        let w = ReferenceServiceView.words(dst, port, proto)
+        if hasBackends(dst, port, proto) { return .active(Frontend(w.0, w.1, w.2)) }
+        if isOverLimit(dst, port, proto) { return .unjudged }
+        return isService(dst, port, proto) ? .noBackends : .none
+    }
+
+    public func isBackend(_ b: IPAddress, _ bport: UInt16, of f: Frontend) -> Bool {
+        var k = (f.w0, f.w1, f.w2, b.hi, b.lo, UInt64(bport))
+        return withUnsafePointer(to: &k) { members.contains(UnsafeRawPointer($0).assumingMemoryBound(to: UInt64.self)) }
+    }
+
+    @inline(__always)
+    public func isActive(_ dst: IPAddress, _ port: UInt16, _ proto: UInt8, client: IPAddress) -> Bool {
+        hasBackends(dst, port, proto)
+    }
+
+    @inline(__always)
+    public func isActivePair(
+        _ vip: IPAddress, _ port: UInt16, _ proto: UInt8, client: IPAddress, backend b: IPAddress, _ bport: UInt16
+    ) -> Bool? {
+        if isBackend(b, bport, of: vip, port, proto) { return true }
+        return isOverLimit(vip, port, proto) ? nil : false
+    }
+
+    @inline(__always)
+    static func contains(_ set: WordSet, _ a: IPAddress, _ port: UInt16, _ proto: UInt8) -> Bool {
+        var k = words(a, port, proto)
+        return withUnsafePointer(to: &k) { set.contains(UnsafeRawPointer($0).assumingMemoryBound(to: UInt64.self)) }
     }
 
     /// Is addr:port/proto a service with at least one backend?
     @inline(__always)
     public func hasBackends(_ a: IPAddress, _ port: UInt16, _ proto: UInt8) -> Bool {
-        var k = (a.hi, a.lo, UInt64(port) | UInt64(proto) << 16 | UInt64(a.family.rawValue) << 24)
-        return withUnsafePointer(to: &k) { withBackends.contains(UnsafeRawPointer($0).assumingMemoryBound(to: UInt64.self)) }
+        ReferenceServiceView.contains(withBackends, a, port, proto)
     }
 
     public func isService(_ a: IPAddress, _ port: UInt16, _ proto: UInt8) -> Bool {
-        var k = (a.hi, a.lo, UInt64(port) | UInt64(proto) << 16 | UInt64(a.family.rawValue) << 24)
-        return withUnsafePointer(to: &k) { all.contains(UnsafeRawPointer($0).assumingMemoryBound(to: UInt64.self)) }
+        ReferenceServiceView.contains(all, a, port, proto)
     }
 
     /// Does service a:port/proto have more backends than the datapath serves? Its flows
     /// are never judged.
     @inline(__always)
     public func isOverLimit(_ a: IPAddress, _ port: UInt16, _ proto: UInt8) -> Bool {
-        var k = (a.hi, a.lo, UInt64(port) | UInt64(proto) << 16 | UInt64(a.family.rawValue) << 24)
-        return withUnsafePointer(to: &k) { overLimit.contains(UnsafeRawPointer($0).assumingMemoryBound(to: UInt64.self)) }
+        ReferenceServiceView.contains(overLimit, a, port, proto)
     }
 
     /// Is b:bport one of the backends of service a:port/proto?
     @inline(__always)
     public func isBackend(_ b: IPAddress, _ bport: UInt16, of a: IPAddress, _ port: UInt16, _ proto: UInt8) -> Bool {
-        var k = (a.hi, a.lo, UInt64(port) | UInt64(proto) << 16 | UInt64(a.family.rawValue) << 24, b.hi, b.lo, UInt64(bport))
-        return withUnsafePointer(to: &k) { members.contains(UnsafeRawPointer($0).assumingMemoryBound(to: UInt64.self)) }
+        let w = ReferenceServiceView.words(a, port, proto)
+        return isBackend(b, bport, of: Frontend(w.0, w.1, w.2))
     }
 }

@@ -1,11 +1,6 @@
 import ArgumentParser
 import ConntrackKit
-import Glibc
 import Logging
-import Synchronization
-
-/// Set by SIGINT/SIGTERM; the daemon stops between batches.
-let stopRequested = Atomic<Bool>(false)
 
 struct HealCommand: CtctlCommand {
     static let configuration = CommandConfiguration(
@@ -44,7 +39,7 @@ struct HealCommand: CtctlCommand {
     @Flag(help: "Run one pass and exit (0: something was healed, 1: nothing was stale).") var once = false
     @Flag(help: "Judge and report, delete nothing.") var dryRun = false
     @OptionGroup var filters: FilterOptions
-    @OptionGroup var output: EntryOutputOptions
+    @OptionGroup var output: OutputOptions
     @Option(help: ArgumentHelp("Append one JSON line per deleted entry to FILE.", valueName: "file")) var auditLog: String?
     @Option(help: ArgumentHelp("Daemon: a full pass this often.", valueName: "duration")) var interval = "10s"
     @Option(help: ArgumentHelp("Daemon: write Prometheus text metrics here after each pass.", valueName: "file")) var metricsFile:
@@ -61,28 +56,16 @@ struct HealCommand: CtctlCommand {
             guard let metricsFile else {
                 throw ValidationError("--check needs --metrics-file (the file the running heal writes)")
             }
-            guard let max = DurationText.parseNanoseconds(maxAge) else {
-                throw ValidationError("bad --max-age '\(maxAge)': e.g. 60s")
-            }
-            let age = try HealHealth.lastSuccessAge(metricsFile: metricsFile)
-            guard age * 1e9 <= Double(max) else {
-                throw CtctlError(
-                    .software,
-                    "the last successful heal pass was \(DurationText.format(nanoseconds: UInt64(age * 1e9))) ago (more than \(maxAge))"
-                )
-            }
-            console.out.line(
-                "healthy: the last successful heal pass was \(DurationText.format(nanoseconds: UInt64(age * 1e9))) ago")
-            return .success
+            let max = try Parse.duration(maxAge, what: "--max-age", example: "60s")
+            return try Operations.healCheck(metricsFile: metricsFile, maxAgeNs: max, console: console)
         }
         var o = HealOptions()
         o.filter = try filters.filter()
         o.dryRun = dryRun
         o.auditLog = auditLog
-        guard let g = DurationText.parseNanoseconds(grace) else { throw ValidationError("bad --grace '\(grace)': e.g. 10s") }
-        o.graceNs = g
+        o.graceNs = try Parse.duration(grace, what: "--grace")
         if once {
-            return try Operations.healOnce(global.pins, o, mode: output.mode, console: console)
+            return try Operations.healOnce(global.target, o, mode: output.mode, console: console)
         }
         guard let i = DurationText.parseNanoseconds(interval), i >= 100_000_000 else {
             throw ValidationError("bad --interval '\(interval)': a duration of at least 100ms, e.g. 10s")
@@ -94,20 +77,6 @@ struct HealCommand: CtctlCommand {
         config.intervalNs = i
         config.metricsFile = metricsFile
         config.options = o
-        var handler = LogfmtHandler(stream: console.err)
-        handler.logLevel = level
-        let logger = Logger(label: "ctctl.heal", factory: { _ in handler })
-        let daemon = try HealDaemon(global.pins, config: config, logger: logger)
-        stopRequested.store(false, ordering: .relaxed)
-        signal(SIGINT) { _ in stopRequested.store(true, ordering: .relaxed) }
-        signal(SIGTERM) { _ in stopRequested.store(true, ordering: .relaxed) }
-        // A parent may have started us with these blocked (the mask is inherited): unblock them.
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        sigaddset(&signals, SIGINT)
-        sigaddset(&signals, SIGTERM)
-        sigprocmask(SIG_UNBLOCK, &signals, nil)
-        daemon.run { stopRequested.load(ordering: .relaxed) }
-        return .success
+        return try Operations.heal(global.target, config, logLevel: level, console: console)
     }
 }

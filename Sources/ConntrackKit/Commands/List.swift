@@ -1,0 +1,41 @@
+extension Operations {
+    public struct ListOptions: Sendable {
+        public var filter = ConntrackFilter()
+        public var stale = false
+        public var mode: EntryPrinter.Mode = .table(wide: false)
+        public var graceNs = StaleDefaults.graceNs
+        public init() {}
+    }
+
+    /// `conntrack list`: streams the entries that match, or only the stale ones.
+    /// Returns how many were shown.
+    @discardableResult
+    public static func list(_ target: SessionOptions, _ o: ListOptions, console: Console) throws -> Int {
+        try session(target, readOnly: true, console: console).run(ListOp(o: o, console: console))
+    }
+
+    struct ListOp: DataplaneOperation {
+        let o: ListOptions
+        let console: Console
+        func run<D: Dataplane>(_ dp: D) throws -> Int { try Operations.list(dp, o, console: console) }
+    }
+
+    static func list<D: Dataplane>(_ dp: D, _ o: ListOptions, console: Console) throws -> Int {
+        let now = Timestamp.monotonicNow()
+        let printer = EntryPrinter(o.mode, to: console.out, now: now, showReason: o.stale)
+        printer.begin()
+        if o.stale {
+            // Reads only: the view of the services is consistent, and partners are looked
+            // up with read-only fds (works on a read-only bpffs).
+            let judge = StaleJudge(try dp.staleRules(holdingLock: false), now: now, graceNs: o.graceNs)
+            try EntryScan(dp, filter: o.filter, judge: judge).run { e, reason in printer.add(e, reason: reason) }
+        } else {
+            try EntryScan(dp, filter: o.filter).run { e, _ in printer.add(e, reason: nil) }
+        }
+        printer.end()
+        if o.mode != .count {
+            console.err.line("\(printer.count) \(o.stale ? "stale " : "")entr\(printer.count == 1 ? "y" : "ies") shown")
+        }
+        return printer.count
+    }
+}

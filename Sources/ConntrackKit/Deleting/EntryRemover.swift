@@ -1,0 +1,82 @@
+/// Deletes entries in batches through a layout's compare-and-delete, each only if it is
+/// still the entry that was judged (and the rule it was judged by still holds), with its
+/// NAT partner; reports each outcome. A dry-run remover reads only and reports what would go.
+public protocol EntryRemover: AnyObject {
+    associatedtype Entry: EntryFacts
+    /// Queues `e` (judged stale for `reason`; nil: the user asked for it). May flush.
+    func add(_ e: Entry, reason: StaleReason?) throws
+    /// Deletes (or, dry run, looks up) what is queued, and reports each outcome.
+    func flush() throws
+    var counts: RemovalCounts { get }
+    var dryRun: Bool { get }
+}
+
+/// What happened to one entry handed to a remover.
+public enum DeleteOutcome: Sendable, Equatable {
+    /// Deleted; `partner`: its NAT partner went with it.
+    case deleted(partner: Bool)
+    /// --dry-run: would be deleted; `partner`: its partner would go with it.
+    case wouldDelete(partner: Bool)
+    /// The datapath re-created or converted it since it was read (another identity): left alone.
+    case changed
+    /// The same entry, but the rule it was judged by no longer holds (a flow that came
+    /// back to life, a partner restored, a service that changed): left alone.
+    case noLongerStale
+    /// Gone already (LRU eviction, expiry, or deleted with its partner earlier in this pass).
+    case gone
+}
+
+/// What a remover did.
+public struct RemovalCounts: Sendable {
+    /// Entries deleted, NAT partners included.
+    public var deleted = 0
+    public var deletedByReason: [StaleReason: Int] = [:]
+    /// Kept: re-created by the datapath since they were read.
+    public var changed = 0
+    /// Kept: the rule they were judged by no longer held.
+    public var noLongerStale = 0
+    /// Gone already.
+    public var gone = 0
+    /// Dry run: would be deleted, partners included.
+    public var wouldDelete = 0
+    public var wouldDeleteByReason: [StaleReason: Int] = [:]
+
+    public init() {}
+
+    /// Counts one outcome (a pair counts two entries).
+    public mutating func record(_ outcome: DeleteOutcome, reason: StaleReason?) {
+        switch outcome {
+        case .deleted(let partner):
+            let n = partner ? 2 : 1
+            deleted += n
+            if let reason { deletedByReason[reason, default: 0] += n }
+        case .wouldDelete(let partner):
+            let n = partner ? 2 : 1
+            wouldDelete += n
+            if let reason { wouldDeleteByReason[reason, default: 0] += n }
+        case .changed: changed += 1
+        case .noLongerStale: noLongerStale += 1
+        case .gone: gone += 1
+        }
+    }
+}
+
+/// The keys a remover deleted (or, dry run, would delete) so far, partners included: a later
+/// slot for an entry that went with its partner is not reported again. Keys are kept as
+/// 64-bit hashes: a collision could only hide a report line, never change what is deleted.
+struct HandledKeys {
+    private var set = Set<UInt64>()
+
+    /// FNV-1a over the key's bytes.
+    static func hash(_ key: UnsafeRawPointer, count: Int) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in UnsafeRawBufferPointer(start: key, count: count) {
+            h ^= UInt64(b)
+            h &*= 0x100_0000_01b3
+        }
+        return h
+    }
+
+    func contains(_ key: UnsafeRawPointer, count: Int) -> Bool { set.contains(HandledKeys.hash(key, count: count)) }
+    mutating func insert(_ key: UnsafeRawPointer, count: Int) { set.insert(HandledKeys.hash(key, count: count)) }
+}
