@@ -97,11 +97,15 @@ INSTALLED = $(BINDIR)/ctctl $(LIBDIR)/ctctl.bpf.o $(MANDIR)/ctctl.1 $(BASHDIR)/c
 
 install: bpf
 	swift build -c release --product ctctl
-	swift package --allow-writing-to-package-directory generate-manual --date 2026-11-28 --section 1
+	swift build --product generate-manual
+	@mkdir -p .build/man
+	"$$(swift build --show-bin-path)/generate-manual" "$$(swift build -c release --show-bin-path)/ctctl" \
+		--date 2026-11-28 --section 1 --output-directory .build/man
 	install -d $(BINDIR) $(LIBDIR) $(MANDIR) $(BASHDIR) $(ZSHDIR) $(FISHDIR)
 	install -m 0755 "$$(swift build -c release --show-bin-path)/ctctl" $(BINDIR)/ctctl
 	install -m 0644 $(BPF_OBJ) $(LIBDIR)/ctctl.bpf.o
-	install -m 0644 .build/plugins/GenerateManual/outputs/ctctl/ctctl.1 $(MANDIR)/ctctl.1
+	awk -f scripts/man-fixup.awk .build/man/ctctl.1 > .build/man/ctctl.fixed.1
+	install -m 0644 .build/man/ctctl.fixed.1 $(MANDIR)/ctctl.1
 	$(BINDIR)/ctctl --generate-completion-script bash > $(BASHDIR)/ctctl
 	$(BINDIR)/ctctl --generate-completion-script zsh > $(ZSHDIR)/_ctctl
 	$(BINDIR)/ctctl --generate-completion-script fish > $(FISHDIR)/ctctl.fish

@@ -20,7 +20,11 @@ pin=/sys/fs/bpf/ctctl-install-test-$$
 # the man page renders
 page=$(MANWIDTH=100 man -l "$prefix/share/man/man1/ctctl.1" 2>/dev/null | col -b)
 grep -q "conntrack" <<<"$page" || fail "man -l did not render the page"
-grep -q "EXIT STATUS" <<<"$page" || fail "the man page lacks the exit codes"
+[[ $(grep -c "^EXIT STATUS" <<<"$page") == 1 ]] || fail "the man page has not exactly one EXIT STATUS section"
+grep -Eq "^ *77[[:space:]]+not permitted" <<<"$page" || fail "the man page's EXIT STATUS lacks ctctl's codes"
+grep -q "exits >0\|exits 0 on success" <<<"$page" && fail "the man page still has the generic exit status text"
+grep -q "^ENVIRONMENT" <<<"$page" || fail "the man page has no ENVIRONMENT section"
+grep -q "CTCTL_PIN_DIR" <<<"$page" || fail "the man page's ENVIRONMENT lacks CTCTL_PIN_DIR"
 
 # completions for the three shells
 [[ -s $prefix/share/bash-completion/completions/ctctl ]] || fail "no bash completion"
