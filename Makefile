@@ -64,6 +64,9 @@ $(BPF_NOREPAIR_OBJ): $(BPF_SRC)
 	@mkdir -p $(BPF_OUT)
 	$(CLANG) $(BPF_CFLAGS) -DCTCTL_BENCH_NO_REVERSE_REPAIR -c bpf/ctctl.bpf.c -o $@
 
+# The same commands on a 1M-entry Calico map, where ../shared/calico is beside the clone.
+CALICO_LAB ?= ../shared/calico/calico-lab
+CALICO_BENCH = $(if $(wildcard $(CALICO_LAB)),--calico-lab $(abspath $(CALICO_LAB)))
 bench: bpf $(BPF_NOREPAIR_OBJ)
 	swift build -c release --product ctctl
 	swift build -c release --product ctctl-bench
@@ -73,7 +76,7 @@ bench: bpf $(BPF_NOREPAIR_OBJ)
 	cc -O2 -Wall -o .build/bench/run scripts/bench-run.c
 	"$$(swift build -c release --show-bin-path)/ctctl-bench" --ctctl "$$(swift build -c release --show-bin-path)/ctctl" \
 		--floor .build/bench/floor --runner .build/bench/run --entries $(N) --runs $(RUNS) \
-		--no-repair-object $(BPF_NOREPAIR_OBJ) --write-doc docs/PERFORMANCE.md
+		--no-repair-object $(BPF_NOREPAIR_OBJ) $(CALICO_BENCH) --write-doc docs/PERFORMANCE.md
 
 # The reliability drills in full (docs/RELIABILITY.md; about 15 minutes, not in CI). `make test`
 # runs short forms of each. SEED= replays a run.

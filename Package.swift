@@ -54,7 +54,10 @@ let package = Package(
         .executableTarget(name: "ctctl-demo", dependencies: ["ConntrackKit", "NetLab"]),
         // `make bench`: ctctl against a C batch-lookup loop and bpftool; the datapath per packet.
         .executableTarget(name: "ctctl-bench", dependencies: ["ConntrackKit", "CLibBPF", "TestSupport"]),
-        .testTarget(name: "ConntrackKitTests", dependencies: ["ConntrackKit", "CtctlCLI", "TestSupport"]),
+        .testTarget(
+            name: "ConntrackKitTests", dependencies: ["ConntrackKit", "CtctlCLI", "TestSupport"],
+            // golden fixtures, read from the source tree by #filePath (scripts/capture-calico-fixtures.sh)
+            exclude: ["Fixtures"]),
         .testTarget(
             name: "KernelTests",
             dependencies: [

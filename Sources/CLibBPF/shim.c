@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "CLibBPF.h"
 
+#include <bpf/btf.h>
 #include <sched.h>
 #include <sys/vfs.h>
 #include <linux/magic.h>
@@ -10,6 +11,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- libbpf messages: kept in a small ring for error details. ---- */
 
@@ -218,4 +220,145 @@ const char *CLibBPF_counter_help(uint32_t i)
 const char *CLibBPF_rule_name(uint32_t i)
 {
 	return i < CTCTL_RULE_MAX ? rule_names[i] : NULL;
+}
+
+/* ---- BTF ---- */
+
+void *_Nullable CLibBPF_btf_load(uint32_t id, int *err)
+{
+	struct btf *btf = btf__load_from_kernel_by_id(id);
+
+	if (!btf) {
+		*err = -errno;
+		return NULL;
+	}
+	*err = 0;
+	return btf;
+}
+
+void CLibBPF_btf_free(void *btf)
+{
+	btf__free(btf);
+}
+
+const char *_Nullable CLibBPF_btf_type_name(void *btf, uint32_t id)
+{
+	int resolved = btf__resolve_type(btf, id);
+	const struct btf_type *t;
+
+	if (resolved < 0)
+		return NULL;
+	t = btf__type_by_id(btf, resolved);
+	if (!t)
+		return NULL;
+	return btf__name_by_offset(btf, t->name_off);
+}
+
+static const struct btf_type *composite_named(void *btf, const char *name)
+{
+	int id = btf__find_by_name_kind(btf, name, BTF_KIND_STRUCT);
+
+	if (id < 0)
+		id = btf__find_by_name_kind(btf, name, BTF_KIND_UNION);
+	if (id < 0)
+		return NULL;
+	return btf__type_by_id(btf, id);
+}
+
+int CLibBPF_btf_struct_size(void *btf, const char *name)
+{
+	const struct btf_type *t = composite_named(btf, name);
+
+	return t ? (int)t->size : -ENOENT;
+}
+
+static int find_member(void *btf, const struct btf_type *t, const char *member, uint32_t base,
+		       uint32_t *bit_offset, uint32_t *bit_size)
+{
+	const struct btf_member *m = btf_members(t);
+	int i;
+
+	for (i = 0; i < btf_vlen(t); i++, m++) {
+		const char *name = btf__name_by_offset(btf, m->name_off);
+		uint32_t off = base + btf_member_bit_offset(t, i);
+		int type_id = btf__resolve_type(btf, m->type);
+		const struct btf_type *mt = type_id < 0 ? NULL : btf__type_by_id(btf, type_id);
+
+		if (name && strcmp(name, member) == 0) {
+			uint32_t bits = btf_member_bitfield_size(t, i);
+			long size = btf__resolve_size(btf, m->type);
+
+			*bit_offset = off;
+			*bit_size = bits ? bits : (size > 0 ? (uint32_t)size * 8 : 0);
+			return 0;
+		}
+		if ((!name || !*name) && mt && btf_is_composite(mt) &&
+		    find_member(btf, mt, member, off, bit_offset, bit_size) == 0)
+			return 0;
+	}
+	return -ENOENT;
+}
+
+int CLibBPF_btf_member(void *btf, const char *name, const char *member, uint32_t *bit_offset,
+		       uint32_t *bit_size)
+{
+	const struct btf_type *t = composite_named(btf, name);
+
+	if (!t)
+		return -ENOENT;
+	return find_member(btf, t, member, 0, bit_offset, bit_size);
+}
+
+int CLibBPF_map_next_key(int fd, const void *_Nullable key, void *next)
+{
+	return neg_err(bpf_map_get_next_key(fd, key, next));
+}
+
+int CLibBPF_prog_map_ids(uint32_t prog_id, uint32_t *ids, uint32_t cap)
+{
+	struct bpf_prog_info info;
+	uint32_t len = sizeof(info);
+	int fd = bpf_prog_get_fd_by_id(prog_id);
+	int err;
+
+	if (fd < 0)
+		return -errno;
+	memset(&info, 0, sizeof(info));
+	info.nr_map_ids = cap;
+	info.map_ids = (uint64_t)(uintptr_t)ids;
+	err = bpf_obj_get_info_by_fd(fd, &info, &len);
+	err = err ? -errno : (int)info.nr_map_ids;
+	close(fd);
+	return err;
+}
+
+int CLibBPF_prog_next_id(uint32_t start, uint32_t *next)
+{
+	return neg_err(bpf_prog_get_next_id(start, next));
+}
+
+int CLibBPF_map_create_like(int fd, uint32_t max_entries)
+{
+	struct bpf_map_info info;
+	uint32_t len = sizeof(info);
+	int btf_fd = -1, ret;
+
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		return -errno;
+	if (info.btf_id) {
+		btf_fd = bpf_btf_get_fd_by_id(info.btf_id);
+		if (btf_fd < 0)
+			return -errno;
+	}
+	LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = info.map_flags,
+		    .btf_fd = btf_fd > 0 ? btf_fd : 0, .btf_key_type_id = info.btf_key_type_id,
+		    .btf_value_type_id = info.btf_value_type_id);
+	ret = bpf_map_create(info.type, info.name, info.key_size, info.value_size, max_entries,
+			     &opts);
+	if (ret < 0)
+		ret = -errno;
+	if (btf_fd >= 0)
+		close(btf_fd);
+	return ret;
 }

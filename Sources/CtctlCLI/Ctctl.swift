@@ -11,8 +11,9 @@ struct Ctctl: ParsableCommand {
         discussion: """
             ctctl reads the dataplane's pinned BPF maps (conntrack, NAT frontends, NAT backends) \
             and finds, explains and removes conntrack entries, above all the stale ones that keep \
-            a flow from reaching its service after the service was deleted and recreated. Other \
-            dataplanes' maps are read through their layout (--layout).
+            a flow from reaching its service after the service was deleted and recreated. It reads \
+            ctctl's own reference dataplane and Calico's eBPF maps (v3.29 to today, IPv4 and \
+            IPv6; --layout).
 
             EXAMPLES:
               ctctl dataplane status
@@ -20,9 +21,11 @@ struct Ctctl: ParsableCommand {
               ctctl conntrack list --stale -o json | jq .
               ctctl conntrack remove udp 198.19.0.10 198.18.0.2
               ctctl heal --once
+              ctctl --pin-dir /sys/fs/bpf/tc/globals conntrack list --stale     # a Calico node
 
-            Every command takes --pin-dir DIR (or $CTCTL_PIN_DIR; default /sys/fs/bpf/ctctl) and \
-            --layout (or $CTCTL_LAYOUT; default auto), before or after the subcommand.
+            Every command takes --pin-dir DIR (or $CTCTL_PIN_DIR; default /sys/fs/bpf/ctctl, else \
+            Calico's /sys/fs/bpf/tc/globals) and --layout (or $CTCTL_LAYOUT; default auto), before \
+            or after the subcommand.
 
             \(ExitStatus.helpTable)
             """,

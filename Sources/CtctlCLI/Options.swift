@@ -8,7 +8,7 @@ struct GlobalOptions: ParsableArguments {
     @Option(
         name: .long,
         help: ArgumentHelp(
-            "Pin directory of the dataplane's maps (default: $CTCTL_PIN_DIR, else /sys/fs/bpf/ctctl).",
+            "Pin directory of the dataplane's maps (default: $CTCTL_PIN_DIR, else /sys/fs/bpf/ctctl, else Calico's /sys/fs/bpf/tc/globals).",
             valueName: "dir"))
     var pinDir: String?
 
@@ -19,7 +19,16 @@ struct GlobalOptions: ParsableArguments {
             valueName: "layout"))
     var layout: String?
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Calico's version, where its maps cannot tell it (a ct3 map is v3.29 or v3.30), e.g. v3.29.", valueName: "version"))
+    var calicoVersion: String?
+
     func validate() throws {
+        if let calicoVersion, CalicoVersion(calicoVersion) == nil {
+            throw ValidationError("bad --calico-version '\(calicoVersion)': write a version such as v3.29, v3.30.2 or v3.31")
+        }
         if let pinDir, pinDir.isEmpty {
             throw ValidationError("--pin-dir is empty: name a directory on bpffs, e.g. --pin-dir /sys/fs/bpf/ctctl")
         }
@@ -28,7 +37,11 @@ struct GlobalOptions: ParsableArguments {
         }
     }
 
-    var target: SessionOptions { SessionOptions(pinDir: pinDir, layout: layout) }
+    var target: SessionOptions {
+        var t = SessionOptions(pinDir: pinDir, layout: layout)
+        t.layoutOptions.calicoVersion = calicoVersion
+        return t
+    }
 }
 
 extension OutputFormat: ExpressibleByArgument {}
@@ -151,5 +164,22 @@ struct FilterOptions: ParsableArguments {
             throw ValidationError("--src \(s) and --dst \(d) are of different address families")
         }
         return f
+    }
+}
+
+/// What the stale rules take beyond the layout's own: where a layout's maps do not hold its
+/// timeouts (Calico's), --timeout turns expiry on.
+struct JudgeOptions: ParsableArguments {
+    @Option(
+        name: .customLong("timeout"),
+        help: ArgumentHelp(
+            "Calico: judge idle entries as expired by these timeouts, e.g. udp=60s,tcp=1h,tcp-closing=30s,other=10m (felix's own are not in its maps).",
+            valueName: "name=duration,..."))
+    var timeout: String?
+
+    func apply(to target: SessionOptions) throws -> SessionOptions {
+        var t = target
+        if let timeout { t.layoutOptions.timeouts = try Timeouts(parsing: timeout) }
+        return t
     }
 }

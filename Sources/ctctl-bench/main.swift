@@ -21,11 +21,15 @@ struct Options: Sendable {
     var noRepairObject: String?
     /// Only the datapath section (no map sizes).
     var datapathOnly = false
+    /// ../shared/calico/calico-lab: the same commands on a Calico ct4 map of `calicoSize`
+    /// entries, filled in Calico's format (skipped without it).
+    var calicoLab: String?
+    var calicoSize = 1_000_000
 }
 
 func usage() -> Never {
     print(
-        "usage: ctctl-bench --ctctl PATH --floor PATH --runner PATH [--entries 100000,1000000] [--runs 5] [--write-doc docs/PERFORMANCE.md] [--bpftool-json-max N] [--fill-only DIR] [--no-repair-object PATH] [--datapath-only]"
+        "usage: ctctl-bench --ctctl PATH --floor PATH --runner PATH [--entries 100000,1000000] [--runs 5] [--write-doc docs/PERFORMANCE.md] [--bpftool-json-max N] [--fill-only DIR] [--no-repair-object PATH] [--datapath-only] [--calico-lab PATH] [--calico-entries N]"
     )
     exit(64)
 }
@@ -45,6 +49,8 @@ func parseOptions() -> Options {
         case "--fill-only": o.fillOnly = it.next()
         case "--no-repair-object": o.noRepairObject = it.next()
         case "--datapath-only": o.datapathOnly = true
+        case "--calico-lab": o.calicoLab = it.next()
+        case "--calico-entries": o.calicoSize = Int(it.next() ?? "") ?? o.calicoSize
         default: usage()
         }
     }
@@ -114,43 +120,100 @@ func fmtTime(_ s: Double) -> String { s < 1 ? String(format: "%.0f ms", s * 1000
 func fmtRSS(_ k: Int) -> String { String(format: "%.1f MiB", Double(k) / 1024) }
 
 final class SizeBench {
+    /// Whose maps: ctctl's reference dataplane, or Calico's (through its lab).
+    enum Kind {
+        case reference
+        case calico(lab: String)
+    }
+
     let n: Int
+    let kind: Kind
     let pins: PinDirectory
     let fill: BenchFill
+    let calicoFill: CalicoFill
     var counts = BenchFill.Counts()
+    var calicoCounts = CalicoFill.Counts()
     var present = 0
     var ctSize: UInt32 = 0
     var rows: [Row] = []
+    /// The Calico lab's directory (its bpffs).
+    var labDir: String { "/tmp/ctctl-bench-calico-\(getpid())" }
 
-    init(_ n: Int, pins: PinDirectory? = nil) {
+    init(_ n: Int, pins: PinDirectory? = nil, kind: Kind = .reference) {
         self.n = n
-        self.pins = pins ?? PinDirectory("/sys/fs/bpf/ctctl-bench-\(getpid())-\(n)")
+        self.kind = kind
+        switch kind {
+        case .reference: self.pins = pins ?? PinDirectory("/sys/fs/bpf/ctctl-bench-\(getpid())-\(n)")
+        case .calico: self.pins = PinDirectory("/tmp/ctctl-bench-calico-\(getpid())/tc/globals")
+        }
         fill = BenchFill(entries: n)
+        calicoFill = CalicoFill(entries: n)
+    }
+
+    var title: String {
+        switch kind {
+        case .reference: return "\(n) entries"
+        case .calico: return "\(n) entries, Calico's maps (current Calico, cali_v4_ct4)"
+        }
+    }
+
+    /// The conntrack map the floor reads.
+    var ctPath: String {
+        switch kind {
+        case .reference: return pins.pin("ct")
+        case .calico: return pins.pin("cali_v4_ct4")
+        }
+    }
+
+    func lab(_ args: [String]) throws {
+        guard case .calico(let script) = kind else { return }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: script)
+        p.arguments = [args[0], "--bpffs", labDir] + args.dropFirst()
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw CtctlError(.software, "calico-lab \(args.joined(separator: " ")) failed") }
     }
 
     func setUp() throws {
-        var o = LoadOptions()
-        // LRU maps evict before they are full: size the map well above N
-        var size: UInt32 = 1024
-        while Int(size) < n * 2 { size *= 2 }
-        ctSize = size
-        o.ctSize = size
-        o.timeouts = try Timeouts(parsing: "udp=30s,tcp=120s")
-        try Loader.load(pins, options: o)
-        let dp = try ReferenceDataplane(pins, readOnly: false)
-        try fill.createServices(dp, lock: WriterLock(pins))
-        counts = try fill.write(dp, now: Timestamp.monotonicNow())
+        switch kind {
+        case .reference:
+            var o = LoadOptions()
+            // LRU maps evict before they are full: size the map well above N
+            var size: UInt32 = 1024
+            while Int(size) < n * 2 { size *= 2 }
+            ctSize = size
+            o.ctSize = size
+            o.timeouts = try Timeouts(parsing: "udp=30s,tcp=120s")
+            try Loader.load(pins, options: o)
+            let dp = try ReferenceDataplane(pins, readOnly: false)
+            try fill.createServices(dp, lock: WriterLock(pins))
+            counts = try fill.write(dp, now: Timestamp.monotonicNow())
+        case .calico:
+            try lab(["up", "--version", "head"])
+            try CalicoFill.resize(pins, map: "cali_v4_ct4", entries: n)
+            ctSize = try BPFMap.open(ctPath, readOnly: true).info.maxEntries
+            try calicoFill.createServices(lab)
+            calicoCounts = try calicoFill.write(ctPath, now: Timestamp.monotonicNow())
+        }
         present =
-            Int(measure([opts.floor, pins.pin("ct")], captureStdout: true).out.trimmingCharacters(in: .whitespacesAndNewlines))
-            ?? 0
+            Int(measure([opts.floor, ctPath], captureStdout: true).out.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
     }
 
     func refillAll() throws {
-        let dp = try ReferenceDataplane(pins, readOnly: false)
-        try fill.write(dp, now: Timestamp.monotonicNow())
+        switch kind {
+        case .reference: try fill.write(try ReferenceDataplane(pins, readOnly: false), now: Timestamp.monotonicNow())
+        case .calico: try calicoFill.write(ctPath, now: Timestamp.monotonicNow())
+        }
     }
 
-    func tearDown() { try? Loader.unload(pins) }
+    func tearDown() {
+        switch kind {
+        case .reference: try? Loader.unload(pins)
+        case .calico: try? lab(["down"])
+        }
+    }
 
     struct Command {
         let name: String
@@ -167,10 +230,10 @@ final class SizeBench {
         var ratios: [String: [Double]] = [:]
         var rss: [String: Int] = [:]
         var floors: [Double] = []
-        let env = [PinDirectory.environmentVariable: pins.path]
+        let env: [String: String] = [:]
         for round in 0..<opts.runs {
             try refillAll()
-            let f = measure([opts.floor, pins.pin("ct")], env: env)
+            let f = measure([opts.floor, ctPath], env: env)
             floors.append(f.wall)
             rss["floor"] = max(rss["floor", default: 0], f.rssKiB)
             for c in commands where round < c.runs {
@@ -197,20 +260,22 @@ final class SizeBench {
     }
 
     func run() throws {
-        FileHandle.standardError.write("N=\(n): loading and filling...\n".data(using: .utf8)!)
+        FileHandle.standardError.write("\(title): loading and filling...\n".data(using: .utf8)!)
         try setUp()
         defer { tearDown() }
+        let stale = { if case .calico = self.kind { return self.calicoCounts.stale } else { return self.counts.stale } }()
         FileHandle.standardError.write(
-            "  \(present) entries present in a \(ctSize)-entry map (\(counts.stale) stale)\n".data(using: .utf8)!)
-        let ct = pins.pin("ct")
+            "  \(present) entries present in a \(ctSize)-entry map (\(stale) stale)\n".data(using: .utf8)!)
         let bpftoolRuns = n > 1_000_000 ? 1 : 3
-        var commands = [Command(name: "bpftool map dump", args: ["bpftool", "map", "dump", "pinned", ct], runs: bpftoolRuns)]
+        var commands = [Command(name: "bpftool map dump", args: ["bpftool", "map", "dump", "pinned", ctPath], runs: bpftoolRuns)]
         if n <= opts.bpftoolJSONMax {
             commands.append(
-                Command(name: "bpftool -j map dump", args: ["bpftool", "-j", "map", "dump", "pinned", ct], runs: bpftoolRuns))
+                Command(name: "bpftool -j map dump", args: ["bpftool", "-j", "map", "dump", "pinned", ctPath], runs: bpftoolRuns))
         }
-        let (vip, client) = fill.samplePair()
-        let ctctlCommands: [(String, [String])] = [
+        let (vip, client) = {
+            if case .calico = self.kind { return self.calicoFill.samplePair() } else { return self.fill.samplePair() }
+        }()
+        var ctctlCommands: [(String, [String])] = [
             ("ctctl conntrack list -o json", ["conntrack", "list", "-o", "json"]),
             ("ctctl conntrack list --count", ["conntrack", "list", "--count"]),
             ("ctctl conntrack list --stale --count", ["conntrack", "list", "--stale", "--count"]),
@@ -219,7 +284,13 @@ final class SizeBench {
             ("ctctl heal --once", ["heal", "--once", "-o", "json"]),
             ("ctctl conntrack remove udp VIP CLIENT", ["conntrack", "remove", "udp", vip.description, client.description]),
         ]
-        commands += ctctlCommands.map { Command(name: $0.0, args: [opts.ctctl] + $0.1, runs: opts.runs) }
+        if case .calico = kind {
+            // this version reads Calico's maps only
+            ctctlCommands.removeAll { $0.0 == "ctctl heal --once" || $0.0.hasPrefix("ctctl conntrack remove") }
+        }
+        commands += ctctlCommands.map {
+            Command(name: $0.0, args: [opts.ctctl] + $0.1 + ["--pin-dir", pins.path], runs: opts.runs)
+        }
         try measureRounds(commands)
     }
 
@@ -390,8 +461,12 @@ if let dir = opts.fillOnly {
 }
 
 var benches: [SizeBench] = []
-for n in opts.datapathOnly ? [] : opts.sizes {
-    let b = SizeBench(n)
+var plan: [SizeBench] = opts.datapathOnly ? [] : opts.sizes.map { SizeBench($0) }
+if !opts.datapathOnly, let lab = opts.calicoLab {
+    plan.append(SizeBench(opts.calicoSize, kind: .calico(lab: lab)))
+}
+for b in plan {
+    let n = b.n
     do { try b.run() } catch {
         FileHandle.standardError.write("ctctl-bench: N=\(n): \(error)\n".data(using: .utf8)!)
         exit(1)
@@ -412,11 +487,18 @@ emit(
 var verdicts: [(String, Bool)] = []
 for b in benches {
     emit()
-    emit("### \(b.n) entries")
+    emit("### \(b.title)")
     emit()
-    emit(
-        "\(b.present) entries present in a \(b.ctSize)-entry LRU map: \(b.counts.normal + b.counts.missedNAT + b.counts.expired) normal, \(b.counts.natPairs + b.counts.orphanPairs) NAT pairs, \(b.counts.halfPairs) half pairs; \(b.counts.stale) stale (\(b.counts.missedNAT) missed-nat, \(b.counts.orphanPairs * 2) orphan-nat, \(b.counts.halfPairs) half-pair, \(b.counts.expired) expired)."
-    )
+    if case .calico = b.kind {
+        let c = b.calicoCounts
+        emit(
+            "\(b.present) entries present in a \(b.ctSize)-entry LRU map (felix's stub, resized, with BTF), written in Calico's format: \(c.normal + c.missedNAT) NORMAL, \(c.pairs + c.orphanPairs) NAT pairs, \(c.halfPairs) lone NAT_REVs; \(c.stale) stale (\(c.missedNAT) missed-nat, \(c.orphanPairs * 2) orphan-nat, \(c.halfPairs) half-pair)."
+        )
+    } else {
+        emit(
+            "\(b.present) entries present in a \(b.ctSize)-entry LRU map: \(b.counts.normal + b.counts.missedNAT + b.counts.expired) normal, \(b.counts.natPairs + b.counts.orphanPairs) NAT pairs, \(b.counts.halfPairs) half pairs; \(b.counts.stale) stale (\(b.counts.missedNAT) missed-nat, \(b.counts.orphanPairs * 2) orphan-nat, \(b.counts.halfPairs) half-pair, \(b.counts.expired) expired)."
+        )
+    }
     emit()
     emit("| command | wall | peak RSS | ratio |")
     emit("| --- | --- | --- | --- |")
@@ -429,8 +511,12 @@ for b in benches {
     }
     let count = b.row("ctctl conntrack list --count")!.ratio
     let stale = b.row("ctctl conntrack list --stale --count")!.ratio
-    let heal = b.row("ctctl heal --once")!.ratio
     let rss = b.rows.filter { $0.name.hasPrefix("ctctl") }.map(\.rssKiB).max()! / 1024
+    if case .calico = b.kind {
+        verdicts.append(("Calico N=\(b.n): list --count \(String(format: "%.2f", count))x floor (target <= 1.3x)", count <= 1.3))
+        continue
+    }
+    let heal = b.row("ctctl heal --once")!.ratio
     // the issue sets its targets at 1M and 4M entries; smaller maps get ratios only
     guard b.n >= 1_000_000 else { continue }
     verdicts.append(("N=\(b.n): list --count \(String(format: "%.2f", count))x floor (target <= 1.5x)", count <= 1.5))

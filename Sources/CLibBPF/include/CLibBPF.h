@@ -21,6 +21,7 @@
 
 #include "ctctl_abi.h"
 #include "ctctl_rules.h"
+#include "ctctl_calico.h"
 
 #pragma clang assume_nonnull begin
 
@@ -67,6 +68,41 @@ int CLibBPF_tc_query(int ifindex, uint32_t *prog_id);
 /* 1 if `path` is on a BPF filesystem (statfs f_type BPF_FS_MAGIC), 0 if on
  * another filesystem, or -errno. */
 int CLibBPF_is_bpffs(const char *path);
+
+/* ---- BTF: checking another dataplane's map layout by its own type information. ---- */
+
+/* Loads the kernel BTF object `id` (BPF_BTF_GET_FD_BY_ID: needs CAP_SYS_ADMIN). Returns a
+ * handle, or NULL with *err = -errno. Free it with CLibBPF_btf_free. */
+void *_Nullable CLibBPF_btf_load(uint32_t id, int *err);
+void CLibBPF_btf_free(void *btf);
+
+/* The name of type `id`, past typedefs and qualifiers ("" if anonymous); NULL if there is
+ * no such type. */
+const char *_Nullable CLibBPF_btf_type_name(void *btf, uint32_t id);
+
+/* The size in bytes of struct or union `name`, or -ENOENT. */
+int CLibBPF_btf_struct_size(void *btf, const char *name);
+
+/* Member `member` of struct `name`, looked for through anonymous struct and union members:
+ * its offset from the start of the struct in bits, and its size in bits (the bitfield size,
+ * or the type's). Returns 0, or -ENOENT if there is no such struct or member. */
+int CLibBPF_btf_member(void *btf, const char *name, const char *member, uint32_t *bit_offset,
+		       uint32_t *bit_size);
+
+/* BPF_MAP_GET_NEXT_KEY (maps without batch operations, such as LPM tries). Returns 0,
+ * -ENOENT after the last key, or -errno. `key` NULL: the first key. */
+int CLibBPF_map_next_key(int fd, const void *_Nullable key, void *next);
+
+/* The ids of the maps program `prog_id` uses (BPF_PROG_GET_FD_BY_ID: CAP_SYS_ADMIN). Writes
+ * up to `cap` ids and returns how many the program has, or -errno. */
+int CLibBPF_prog_map_ids(uint32_t prog_id, uint32_t *ids, uint32_t cap);
+
+/* BPF_PROG_GET_NEXT_ID. Returns 0 (next in *next), -ENOENT after the last, or -errno. */
+int CLibBPF_prog_next_id(uint32_t start, uint32_t *next);
+
+/* A new map like map `fd` (type, key and value size, flags, name, BTF) with `max_entries`
+ * entries: what a control plane does to resize a map (benchmarks). Returns an fd or -errno. */
+int CLibBPF_map_create_like(int fd, uint32_t max_entries);
 
 /* setns(fd, CLONE_NEWNET) for the calling thread. Returns 0 or -errno. */
 int CLibBPF_setns_net(int fd);

@@ -56,28 +56,31 @@ public final class Session {
         let explicit =
             options.pinDir.flatMap { $0.isEmpty ? nil : PinDirectory($0) }
             ?? getenv(PinDirectory.environmentVariable).flatMap { $0.pointee == 0 ? nil : PinDirectory(String(cString: $0)) }
-        var notice: String? = nil
-        let pins: PinDirectory
-        let type: any Dataplane.Type
-        if let explicit {
-            pins = explicit
-            type = named ?? Layouts.detect(explicit) ?? ReferenceDataplane.self
-        } else if let named {
-            pins = Layouts.defaultPinDir(named)
-            type = named
-        } else if let found = Layouts.all.first(where: { $0.detect(Layouts.defaultPinDir($0)) }) {
-            pins = Layouts.defaultPinDir(found)
-            type = found
-            if ObjectIdentifier(found) != ObjectIdentifier(ReferenceDataplane.self) {
-                notice = "no ctctl dataplane at \(PinDirectory.defaultPath): using the \(found.layoutName) maps at \(pins.path)"
-            }
-        } else {
-            // nothing anywhere: the reference layout's own errors say how to load one
-            pins = PinDirectory(PinDirectory.defaultPath)
-            type = ReferenceDataplane.self
-        }
+        let (pins, type, notice) = choose(explicit: explicit, named: named) { $0.detect($1) }
         let dp = try type.open(pins, readOnly: readOnly, options: options.layoutOptions)
         return Session(options: options, dataplane: dp, readOnly: readOnly, notice: notice)
+    }
+
+    /// Which directory and layout: the one named; else, with a directory named, the layout
+    /// found there; else the first layout whose default directory holds its maps (ctctl's
+    /// own first), said in the notice when it is not ctctl's. `found(layout, dir)`: does `dir`
+    /// hold that layout's maps?
+    static func choose(
+        explicit: PinDirectory?, named: (any Dataplane.Type)?, found: (any Dataplane.Type, PinDirectory) -> Bool
+    ) -> (PinDirectory, any Dataplane.Type, String?) {
+        if let explicit {
+            return (explicit, named ?? Layouts.all.first { found($0, explicit) } ?? ReferenceDataplane.self, nil)
+        }
+        if let named { return (named.defaultPinDir, named, nil) }
+        if let first = Layouts.all.first(where: { found($0, $0.defaultPinDir) }) {
+            let notice =
+                ObjectIdentifier(first) == ObjectIdentifier(ReferenceDataplane.self)
+                ? nil
+                : "no ctctl dataplane at \(PinDirectory.defaultPath): using the \(first.layoutName) maps at \(first.defaultPinDir.path)"
+            return (first.defaultPinDir, first, notice)
+        }
+        // nothing anywhere: the reference layout's own errors say how to load one
+        return (ReferenceDataplane.defaultPinDir, ReferenceDataplane.self, nil)
     }
 
     /// The same target, opened again (after the dataplane was unloaded and loaded again).

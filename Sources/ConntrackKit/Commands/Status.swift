@@ -34,12 +34,15 @@ public struct DataplaneStatus: Sendable {
     public let counters: [DatapathCounter]
     /// What could not be checked (Dataplane.caveats).
     public let caveats: [String]
+    /// What was opened, in a line (Dataplane.summary), for layouts other than ctctl's own.
+    public let summary: String?
 
     public init(
         layout: String, pinDir: String, abiVersion: UInt32? = nil, loadedAt: UInt64? = nil, epoch: UInt32? = nil,
         serviceEpoch: Bool? = nil, timeouts: Timeouts? = nil, maps: [MapRow], attachments: [Attachment]? = nil,
-        counters: [DatapathCounter] = [], caveats: [String] = []
+        counters: [DatapathCounter] = [], caveats: [String] = [], summary: String? = nil
     ) {
+        self.summary = summary
         self.layout = layout
         self.pinDir = pinDir
         self.abiVersion = abiVersion
@@ -78,7 +81,7 @@ public struct DataplaneStatus: Sendable {
         if let abiVersion, let loadedAt {
             s = "Dataplane at \(pinDir) (map ABI \(abiVersion), loaded \(Timestamp.utc(loadedAt)))\n"
         } else {
-            s = "Dataplane at \(pinDir) (\(layout) layout)\n"
+            s = "Dataplane at \(pinDir): \(summary ?? "\(layout) layout")\n"
         }
         for c in caveats { s += "Note: \(c)\n" }
         if let epoch, let serviceEpoch {
@@ -130,6 +133,7 @@ public struct DataplaneStatus: Sendable {
             ("service_epoch", epoch.map { .uint(UInt64($0)) } ?? .null),
             ("service_epoch_check", serviceEpoch.map { .bool($0) } ?? .null),
             ("timeouts_ns", timeouts.map { t in .object(t.byName.map { ($0.0, .uint($0.1)) }) } ?? .null),
+            ("summary", summary.map { .string($0) } ?? .null),
             ("caveats", .array(caveats.map { .string($0) })),
             (
                 "maps",

@@ -41,6 +41,30 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
         lo = self.family == .v6 ? UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) : 0
     }
 
+    /// Reads a 4-byte IPv4 address (network order) from a layout that stores only those.
+    @inline(__always)
+    public init(raw4: UnsafeRawPointer) {
+        family = .v4
+        hi = UInt64(UInt32(bigEndian: raw4.loadUnaligned(as: UInt32.self))) << 32
+        lo = 0
+    }
+
+    /// Reads 4 bytes (IPv4) or 16 bytes (IPv6) in network order.
+    @inline(__always)
+    public init(raw: UnsafeRawPointer, v6: Bool) {
+        if v6 { self.init(raw: raw, family: Family.v6.rawValue) } else { self.init(raw4: raw) }
+    }
+
+    /// Writes 4 bytes (IPv4) or 16 (IPv6) in network order.
+    @inline(__always)
+    public func storeCompact(to raw: UnsafeMutableRawPointer) {
+        if family == .v6 {
+            store(to: raw)
+        } else {
+            raw.storeBytes(of: UInt32(truncatingIfNeeded: hi >> 32).bigEndian, as: UInt32.self)
+        }
+    }
+
     /// Writes the 16-byte address field of a map key or value.
     @inline(__always)
     public func store(to raw: UnsafeMutableRawPointer) {

@@ -19,6 +19,13 @@ public struct IPNetwork: Hashable, Sendable, CustomStringConvertible {
         address = IPAddress(family: addr.family, hi: addr.hi & mh, lo: addr.lo & ml)
     }
 
+    /// `address` masked to its first `prefix` bits.
+    public init(address a: IPAddress, prefix: Int) {
+        self.prefix = max(0, min(prefix, a.family == .v4 ? 32 : 128))
+        let (mh, ml) = IPNetwork.mask(self.prefix)
+        address = IPAddress(family: a.family, hi: a.hi & mh, lo: a.lo & ml)
+    }
+
     static func mask(_ prefix: Int) -> (UInt64, UInt64) {
         let hi: UInt64 = prefix >= 64 ? ~0 : (prefix == 0 ? 0 : ~0 << UInt64(64 - prefix))
         let lo: UInt64 = prefix <= 64 ? 0 : (prefix >= 128 ? ~0 : ~0 << UInt64(128 - prefix))

@@ -18,6 +18,7 @@ struct GetCommand: CtctlCommand {
             """)
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var judge: JudgeOptions
     @Argument(help: "Protocol: udp, tcp, or a number.") var proto: String
     @Argument(help: ArgumentHelp("Source ADDRESS:PORT.", valueName: "src:sport")) var src: String
     @Argument(help: ArgumentHelp("Destination ADDRESS:PORT.", valueName: "dst:dport")) var dst: String
@@ -32,7 +33,8 @@ struct GetCommand: CtctlCommand {
             throw ValidationError("\(s) and \(d) are not of the same address family")
         }
         try Operations.get(
-            global.target, FlowKey(proto: p, src: s, dst: d), mode: output.mode, explain: explain, console: console)
+            try judge.apply(to: global.target), FlowKey(proto: p, src: s, dst: d), mode: output.mode, explain: explain,
+            console: console)
         return .success
     }
 }

@@ -26,6 +26,7 @@ struct ListCommand: CtctlCommand {
             """)
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var judge: JudgeOptions
     @OptionGroup var filters: FilterOptions
     @OptionGroup var output: OutputOptions
     @Flag(help: "Only entries heal would delete, with the reason.") var stale = false
@@ -36,7 +37,7 @@ struct ListCommand: CtctlCommand {
         o.filter = try filters.filter()
         o.stale = stale
         o.mode = count ? .count : output.mode
-        try Operations.list(global.target, o, console: console)
+        try Operations.list(try judge.apply(to: global.target), o, console: console)
         return .success
     }
 }

@@ -36,6 +36,7 @@ struct HealCommand: CtctlCommand {
             """)
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var judge: JudgeOptions
     @Flag(help: "Run one pass and exit (0: something was healed, 1: nothing was stale).") var once = false
     @Flag(help: "Judge and report, delete nothing.") var dryRun = false
     @OptionGroup var filters: FilterOptions
@@ -65,7 +66,7 @@ struct HealCommand: CtctlCommand {
         o.auditLog = auditLog
         o.graceNs = try Parse.duration(grace, what: "--grace")
         if once {
-            return try Operations.healOnce(global.target, o, mode: output.mode, console: console)
+            return try Operations.healOnce(try judge.apply(to: global.target), o, mode: output.mode, console: console)
         }
         guard let i = DurationText.parseNanoseconds(interval), i >= 100_000_000 else {
             throw ValidationError("bad --interval '\(interval)': a duration of at least 100ms, e.g. 10s")
@@ -77,6 +78,6 @@ struct HealCommand: CtctlCommand {
         config.intervalNs = i
         config.metricsFile = metricsFile
         config.options = o
-        return try Operations.heal(global.target, config, logLevel: level, console: console)
+        return try Operations.heal(try judge.apply(to: global.target), config, logLevel: level, console: console)
     }
 }

@@ -1,0 +1,1 @@
+../../../bpf/include/ctctl_calico.h

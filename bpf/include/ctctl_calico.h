@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Calico's eBPF conntrack and NAT map layouts, as ctctl reads and repairs them: byte offsets
+ * of the fields ctctl uses, for IPv4 and IPv6. The one definition, shared by ctctl's
+ * compare-and-delete program for Calico's maps (bpf/calico_stage.bpf.c) and the Swift side
+ * (Sources/ConntrackKit/Layouts/Calico, through the shim), where maps with BTF are checked
+ * against it member by member at open.
+ *
+ * Where IPv4 and IPv6 differ there are two constants, CALICO_V4_* and CALICO_V6_*.
+ *
+ * These are facts about Calico (projectcalico/calico felix/bpf-gpl conntrack_types.h,
+ * nat_types.h, routes.h at v3.29.7 and 87c15906), measured with ../shared/calico/calico-lab
+ * `layout`; no Calico code is in this file.
+ */
+#ifndef CTCTL_CALICO_H
+#define CTCTL_CALICO_H
+
+/* ---- struct calico_ct_key ---- */
+#define CALICO_V4_CT_KEY_SIZE 16
+#define CALICO_V6_CT_KEY_SIZE 40
+#define CALICO_CT_KEY_PROTO 0  /* u32, host order */
+#define CALICO_CT_KEY_ADDR_A 4 /* network order */
+#define CALICO_V4_CT_KEY_ADDR_B 8
+#define CALICO_V6_CT_KEY_ADDR_B 20
+#define CALICO_V4_CT_KEY_PORT_A 12 /* u16, host order */
+#define CALICO_V6_CT_KEY_PORT_A 36
+#define CALICO_V4_CT_KEY_PORT_B 14
+#define CALICO_V6_CT_KEY_PORT_B 38
+
+/* ---- struct calico_ct_value ---- */
+#define CALICO_V4_CT_VALUE_SIZE 88
+#define CALICO_V6_CT_VALUE_SIZE 128
+#define CALICO_CT_WORD0 0     /* u64: created (v3.29) or rst_seen (v3.30 on) */
+#define CALICO_CT_LAST_SEEN 8 /* u64, CLOCK_MONOTONIC ns */
+#define CALICO_CT_TYPE 16     /* u8 */
+#define CALICO_CT_FLAGS 17    /* u8: flag bits 0-7 */
+#define CALICO_CT_FLAGS3 18   /* u8: bits 16-23 (v3.30 on; padding before) */
+#define CALICO_CT_FLAGS4 19   /* u8: bits 24-31 (v3.30 on; padding before) */
+#define CALICO_CT_FLAGS2 23   /* u8: bits 8-15 */
+#define CALICO_CT_LEG_AB 24   /* struct calico_ct_leg (NORMAL, NAT_REV) */
+#define CALICO_CT_LEG_BA 48
+#define CALICO_CT_TUN_IP 72	/* NAT_REV */
+#define CALICO_V4_CT_ORIG_IP 76 /* NAT_REV: the VIP */
+#define CALICO_V6_CT_ORIG_IP 88
+#define CALICO_V4_CT_ORIG_PORT 80 /* u16, host order */
+#define CALICO_V6_CT_ORIG_PORT 104
+#define CALICO_V4_CT_ORIG_SPORT 82
+#define CALICO_V6_CT_ORIG_SPORT 106
+#define CALICO_V4_CT_ORIG_SIP 84
+#define CALICO_V6_CT_ORIG_SIP 108
+#define CALICO_V4_CT_ORIG_END 88 /* end of orig_sip */
+#define CALICO_V6_CT_ORIG_END 124
+#define CALICO_CT_NAT_REV_KEY 24  /* NAT_FWD: the NAT_REV's key (union with the legs) */
+#define CALICO_V4_CT_NAT_SPORT 40 /* NAT_FWD: u16 */
+#define CALICO_V6_CT_NAT_SPORT 64
+
+/* ---- struct calico_ct_leg (24 bytes) ---- */
+#define CALICO_LEG_SIZE 24
+#define CALICO_LEG_BYTES 0    /* u64 */
+#define CALICO_LEG_PACKETS 8  /* u32 */
+#define CALICO_LEG_SEQNO 12   /* u32 */
+#define CALICO_LEG_BITS 16    /* u32 bitfield word */
+#define CALICO_LEG_IFINDEX 20 /* u32 */
+
+/* ---- NAT frontend (LPM trie), backend, routes ---- */
+#define CALICO_V4_FE_KEY_SIZE 16
+#define CALICO_V6_FE_KEY_SIZE 40
+#define CALICO_FE_VALUE_SIZE 20
+#define CALICO_V4_FE_PORT 8
+#define CALICO_V6_FE_PORT 20
+#define CALICO_V4_FE_PROTO 10
+#define CALICO_V6_FE_PROTO 22
+#define CALICO_V4_FE_SADDR 11
+#define CALICO_V6_FE_SADDR 23
+#define CALICO_V4_FE_PREFIX_NO_SOURCE 56
+#define CALICO_V6_FE_PREFIX_NO_SOURCE 152
+#define CALICO_V4_FE_PREFIX_FULL 88
+#define CALICO_V6_FE_PREFIX_FULL 280
+#define CALICO_BE_KEY_SIZE 8
+#define CALICO_V4_BE_VALUE_SIZE 8
+#define CALICO_V6_BE_VALUE_SIZE 20
+#define CALICO_V4_BE_PORT 4
+#define CALICO_V6_BE_PORT 16
+#define CALICO_V4_RT_KEY_SIZE 8
+#define CALICO_V6_RT_KEY_SIZE 20
+#define CALICO_V4_RT_VALUE_SIZE 8
+#define CALICO_V6_RT_VALUE_SIZE 20
+
+/* entry types */
+#define CALICO_CT_NORMAL 0
+#define CALICO_CT_NAT_FWD 1
+#define CALICO_CT_NAT_REV 2
+
+#endif
