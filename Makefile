@@ -7,6 +7,9 @@ MULTIARCH := $(shell gcc -dumpmachine)
 BPF_OUT := .build/bpf
 BPF_OBJ := $(BPF_OUT)/ctctl.bpf.o
 BPF_SRC := bpf/ctctl.bpf.c $(wildcard bpf/lib/*.h) $(wildcard bpf/include/*.h)
+# ctctl's compare-and-delete for Calico's maps (loaded per command, never pinned)
+BPF_CALICO_OBJ := $(BPF_OUT)/ctctl-calico.bpf.o
+BPF_OBJS := $(BPF_OBJ) $(BPF_CALICO_OBJ)
 BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -Wall -Werror -I bpf/include -I bpf -I /usr/include/$(MULTIARCH)
 
 .PHONY: all deps bpf build test demo bench soak install uninstall lint test-install clean
@@ -20,6 +23,10 @@ $(BPF_OBJ): $(BPF_SRC)
 	@mkdir -p $(BPF_OUT)
 	$(CLANG) $(BPF_CFLAGS) -c bpf/ctctl.bpf.c -o $@
 
+$(BPF_CALICO_OBJ): bpf/ctctl_calico.bpf.c $(wildcard bpf/lib/*.h) $(wildcard bpf/include/*.h)
+	@mkdir -p $(BPF_OUT)
+	$(CLANG) $(BPF_CFLAGS) -c bpf/ctctl_calico.bpf.c -o $@
+
 # Tests only, never installed: the same datapath with test hooks compiled in
 # (CTCTL_TEST_HOOKS, see bpf/lib/datapath.h), to stage races deterministically.
 BPF_TEST_OBJ := $(BPF_OUT)/ctctl-test.bpf.o
@@ -27,16 +34,16 @@ $(BPF_TEST_OBJ): $(BPF_SRC)
 	@mkdir -p $(BPF_OUT)
 	$(CLANG) $(BPF_CFLAGS) -DCTCTL_TEST_HOOKS -c bpf/ctctl.bpf.c -o $@
 
-bpf: deps $(BPF_OBJ)
+bpf: deps $(BPF_OBJS)
 
 # The binary finds its BPF object beside itself (or in ../lib/ctctl when installed).
 build: bpf
 	swift build -c $(CONFIG)
-	cp $(BPF_OBJ) "$$(swift build -c $(CONFIG) --show-bin-path)/"
+	cp $(BPF_OBJS) "$$(swift build -c $(CONFIG) --show-bin-path)/"
 
 test: bpf $(BPF_TEST_OBJ) lint
 	swift build --build-tests
-	cp $(BPF_OBJ) $(BPF_TEST_OBJ) "$$(swift build --show-bin-path)/"
+	cp $(BPF_OBJS) $(BPF_TEST_OBJ) "$$(swift build --show-bin-path)/"
 	swift test --skip-build
 	$(MAKE) --no-print-directory test-install
 
@@ -70,7 +77,7 @@ CALICO_BENCH = $(if $(wildcard $(CALICO_LAB)),--calico-lab $(abspath $(CALICO_LA
 bench: bpf $(BPF_NOREPAIR_OBJ)
 	swift build -c release --product ctctl
 	swift build -c release --product ctctl-bench
-	cp $(BPF_OBJ) "$$(swift build -c release --show-bin-path)/"
+	cp $(BPF_OBJS) "$$(swift build -c release --show-bin-path)/"
 	@mkdir -p .build/bench
 	cc -O2 -Wall -o .build/bench/floor scripts/bench-floor.c -lbpf
 	cc -O2 -Wall -o .build/bench/run scripts/bench-run.c
@@ -84,7 +91,7 @@ SEED ?= 20261129
 soak: bpf
 	swift build -c release --product ctctl
 	swift build -c release --product ctctl-soak
-	cp $(BPF_OBJ) "$$(swift build -c release --show-bin-path)/"
+	cp $(BPF_OBJS) "$$(swift build -c release --show-bin-path)/"
 	"$$(swift build -c release --show-bin-path)/ctctl-soak" --ctctl "$$(swift build -c release --show-bin-path)/ctctl" \
 		--seed $(SEED) --write-doc docs/RELIABILITY.md
 
@@ -96,7 +103,7 @@ MANDIR = $(DESTDIR)$(PREFIX)/share/man/man1
 BASHDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
 ZSHDIR = $(DESTDIR)$(PREFIX)/share/zsh/site-functions
 FISHDIR = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
-INSTALLED = $(BINDIR)/ctctl $(LIBDIR)/ctctl.bpf.o $(MANDIR)/ctctl.1 $(BASHDIR)/ctctl $(ZSHDIR)/_ctctl $(FISHDIR)/ctctl.fish
+INSTALLED = $(BINDIR)/ctctl $(LIBDIR)/ctctl.bpf.o $(LIBDIR)/ctctl-calico.bpf.o $(MANDIR)/ctctl.1 $(BASHDIR)/ctctl $(ZSHDIR)/_ctctl $(FISHDIR)/ctctl.fish
 
 install: bpf
 	swift build -c release --product ctctl
@@ -107,6 +114,7 @@ install: bpf
 	install -d $(BINDIR) $(LIBDIR) $(MANDIR) $(BASHDIR) $(ZSHDIR) $(FISHDIR)
 	install -m 0755 "$$(swift build -c release --show-bin-path)/ctctl" $(BINDIR)/ctctl
 	install -m 0644 $(BPF_OBJ) $(LIBDIR)/ctctl.bpf.o
+	install -m 0644 $(BPF_CALICO_OBJ) $(LIBDIR)/ctctl-calico.bpf.o
 	awk -f scripts/man-fixup.awk .build/man/ctctl.1 > .build/man/ctctl.fixed.1
 	install -m 0644 .build/man/ctctl.fixed.1 $(MANDIR)/ctctl.1
 	$(BINDIR)/ctctl --generate-completion-script bash > $(BASHDIR)/ctctl

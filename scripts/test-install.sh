@@ -13,6 +13,7 @@ make --no-print-directory install PREFIX="$prefix" >/dev/null
 out=$(cd / && "$prefix/bin/ctctl" --version)
 [[ $out == "ctctl "*"(map ABI "*")" ]] || fail "ctctl --version printed: $out"
 [[ -r $prefix/lib/ctctl/ctctl.bpf.o ]] || fail "no BPF object installed"
+[[ -r $prefix/lib/ctctl/ctctl-calico.bpf.o ]] || fail "no Calico compare-and-delete object installed"
 pin=/sys/fs/bpf/ctctl-install-test-$$
 (cd / && "$prefix/bin/ctctl" dataplane load --pin-dir "$pin" >/dev/null) || fail "the installed ctctl cannot load its dataplane"
 (cd / && "$prefix/bin/ctctl" dataplane unload --pin-dir "$pin" >/dev/null) || fail "the installed ctctl cannot unload"

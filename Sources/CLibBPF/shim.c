@@ -2,6 +2,11 @@
 #include "CLibBPF.h"
 
 #include <bpf/btf.h>
+#include <linux/netlink.h>
+#include <linux/pkt_cls.h>
+#include <linux/pkt_sched.h>
+#include <linux/rtnetlink.h>
+#include <sys/socket.h>
 #include <sched.h>
 #include <sys/vfs.h>
 #include <linux/magic.h>
@@ -309,11 +314,6 @@ int CLibBPF_btf_member(void *btf, const char *name, const char *member, uint32_t
 	return find_member(btf, t, member, 0, bit_offset, bit_size);
 }
 
-int CLibBPF_map_next_key(int fd, const void *_Nullable key, void *next)
-{
-	return neg_err(bpf_map_get_next_key(fd, key, next));
-}
-
 int CLibBPF_prog_map_ids(uint32_t prog_id, uint32_t *ids, uint32_t cap)
 {
 	struct bpf_prog_info info;
@@ -361,4 +361,128 @@ int CLibBPF_map_create_like(int fd, uint32_t max_entries)
 	if (btf_fd >= 0)
 		close(btf_fd);
 	return ret;
+}
+
+/* ---- what else is attached to an interface ---- */
+
+static void add_id(uint32_t *ids, uint32_t cap, uint32_t *n, uint32_t id)
+{
+	uint32_t i;
+
+	for (i = 0; i < *n && i < cap; i++)
+		if (ids[i] == id)
+			return;
+	if (*n < cap)
+		ids[*n] = id;
+	(*n)++;
+}
+
+/* One RTM_GETTFILTER dump of `parent`; the ids of its BPF filters' programs. */
+static int tc_dump_bpf(int ifindex, uint32_t parent, uint32_t *ids, uint32_t cap, uint32_t *n)
+{
+	struct {
+		struct nlmsghdr nh;
+		struct tcmsg tc;
+	} req;
+	char buf[16384];
+	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	int ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	memset(&req, 0, sizeof(req));
+	req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct tcmsg));
+	req.nh.nlmsg_type = RTM_GETTFILTER;
+	req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	req.nh.nlmsg_seq = 1;
+	req.tc.tcm_family = AF_UNSPEC;
+	req.tc.tcm_ifindex = ifindex;
+	req.tc.tcm_parent = parent;
+	if (send(fd, &req, req.nh.nlmsg_len, 0) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	for (;;) {
+		ssize_t len = recv(fd, buf, sizeof(buf), 0);
+		struct nlmsghdr *nh;
+
+		if (len < 0) {
+			ret = -errno;
+			goto out;
+		}
+		for (nh = (struct nlmsghdr *)buf; NLMSG_OK(nh, (size_t)len);
+		     nh = NLMSG_NEXT(nh, len)) {
+			struct tcmsg *tc = NLMSG_DATA(nh);
+			struct rtattr *a;
+			int alen;
+
+			if (nh->nlmsg_type == NLMSG_DONE)
+				goto out;
+			if (nh->nlmsg_type == NLMSG_ERROR) {
+				struct nlmsgerr *e = NLMSG_DATA(nh);
+				/* no clsact qdisc: nothing attached there */
+				ret = e->error == -EINVAL || e->error == -ENOENT ? 0 : e->error;
+				goto out;
+			}
+			alen = nh->nlmsg_len - NLMSG_LENGTH(sizeof(*tc));
+			for (a = (struct rtattr *)((char *)tc + NLMSG_ALIGN(sizeof(*tc)));
+			     RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
+				struct rtattr *o;
+				int olen;
+
+				if (a->rta_type != TCA_OPTIONS)
+					continue;
+				olen = RTA_PAYLOAD(a);
+				for (o = RTA_DATA(a); RTA_OK(o, olen); o = RTA_NEXT(o, olen))
+					if (o->rta_type == TCA_BPF_ID && RTA_PAYLOAD(o) >= 4)
+						add_id(ids, cap, n, *(uint32_t *)RTA_DATA(o));
+			}
+		}
+	}
+out:
+	close(fd);
+	return ret;
+}
+
+int CLibBPF_tc_attached_prog_ids(int ifindex, uint32_t *ids, uint32_t cap)
+{
+	const uint32_t parents[] = {TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS),
+				    TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_EGRESS)};
+	/* BPF_TCX_INGRESS and BPF_TCX_EGRESS (Linux 6.6; older uapi headers lack them) */
+	const int tcx[] = {46, 47};
+	uint32_t n = 0;
+	int i, err;
+
+	for (i = 0; i < 2; i++) {
+		err = tc_dump_bpf(ifindex, parents[i], ids, cap, &n);
+		if (err)
+			return err;
+	}
+	for (i = 0; i < 2; i++) {
+		uint32_t progs[64], count = 64, flags = 0, j;
+
+		/* a kernel without TCX answers EINVAL: nothing attached that way */
+		if (bpf_prog_query(ifindex, tcx[i], 0, &flags, progs, &count))
+			continue;
+		for (j = 0; j < count && j < 64; j++)
+			add_id(ids, cap, &n, progs[j]);
+	}
+	return (int)n;
+}
+
+int CLibBPF_prog_name(uint32_t id, char *name)
+{
+	struct bpf_prog_info info;
+	uint32_t len = sizeof(info);
+	int fd = bpf_prog_get_fd_by_id(id);
+	int err;
+
+	if (fd < 0)
+		return -errno;
+	memset(&info, 0, sizeof(info));
+	err = bpf_obj_get_info_by_fd(fd, &info, &len) ? -errno : 0;
+	close(fd);
+	if (!err)
+		memcpy(name, info.name, sizeof(info.name));
+	return err;
 }

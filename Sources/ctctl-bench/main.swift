@@ -137,14 +137,16 @@ final class SizeBench {
     var ctSize: UInt32 = 0
     var rows: [Row] = []
     /// The Calico lab's directory (its bpffs).
-    var labDir: String { "/tmp/ctctl-bench-calico-\(getpid())" }
+    let labDir: String
 
-    init(_ n: Int, pins: PinDirectory? = nil, kind: Kind = .reference) {
+    /// `dir`: the pin directory (reference) or the lab's directory (Calico).
+    init(_ n: Int, dir: String? = nil, kind: Kind = .reference) {
         self.n = n
         self.kind = kind
+        labDir = dir ?? "/tmp/ctctl-bench-calico-\(getpid())"
         switch kind {
-        case .reference: self.pins = pins ?? PinDirectory("/sys/fs/bpf/ctctl-bench-\(getpid())-\(n)")
-        case .calico: self.pins = PinDirectory("/tmp/ctctl-bench-calico-\(getpid())/tc/globals")
+        case .reference: pins = PinDirectory(dir ?? "/sys/fs/bpf/ctctl-bench-\(getpid())-\(n)")
+        case .calico: pins = PinDirectory(labDir + "/tc/globals")
         }
         fill = BenchFill(entries: n)
         calicoFill = CalicoFill(entries: n)
@@ -284,10 +286,6 @@ final class SizeBench {
             ("ctctl heal --once", ["heal", "--once", "-o", "json"]),
             ("ctctl conntrack remove udp VIP CLIENT", ["conntrack", "remove", "udp", vip.description, client.description]),
         ]
-        if case .calico = kind {
-            // this version reads Calico's maps only
-            ctctlCommands.removeAll { $0.0 == "ctctl heal --once" || $0.0.hasPrefix("ctctl conntrack remove") }
-        }
         commands += ctctlCommands.map {
             Command(name: $0.0, args: [opts.ctctl] + $0.1 + ["--pin-dir", pins.path], runs: opts.runs)
         }
@@ -451,12 +449,21 @@ var out = ""
 }
 
 if let dir = opts.fillOnly {
-    let b = SizeBench(opts.sizes[0], pins: PinDirectory(dir))
+    // with --calico-lab: a Calico lab at DIR, its ct4 map filled with --calico-entries
+    let b =
+        opts.calicoLab.map { SizeBench(opts.calicoSize, dir: dir, kind: .calico(lab: $0)) } ?? SizeBench(opts.sizes[0], dir: dir)
     do { try b.setUp() } catch {
         FileHandle.standardError.write("ctctl-bench: \(error)\n".data(using: .utf8)!)
         exit(1)
     }
-    print("filled \(dir): \(b.present) entries, \(b.counts.stale) stale; remove with `ctctl dataplane unload --pin-dir \(dir)`")
+    if case .calico(let lab) = b.kind {
+        print(
+            "filled \(b.pins.path): \(b.present) entries, \(b.calicoCounts.stale) stale; remove with `\(lab) down --bpffs \(dir)`"
+        )
+    } else {
+        print(
+            "filled \(dir): \(b.present) entries, \(b.counts.stale) stale; remove with `ctctl dataplane unload --pin-dir \(dir)`")
+    }
     exit(0)
 }
 
@@ -512,11 +519,12 @@ for b in benches {
     let count = b.row("ctctl conntrack list --count")!.ratio
     let stale = b.row("ctctl conntrack list --stale --count")!.ratio
     let rss = b.rows.filter { $0.name.hasPrefix("ctctl") }.map(\.rssKiB).max()! / 1024
+    let heal = b.row("ctctl heal --once")!.ratio
     if case .calico = b.kind {
         verdicts.append(("Calico N=\(b.n): list --count \(String(format: "%.2f", count))x floor (target <= 1.3x)", count <= 1.3))
+        verdicts.append(("Calico N=\(b.n): heal --once \(String(format: "%.2f", heal))x floor (target <= 2x)", heal <= 2))
         continue
     }
-    let heal = b.row("ctctl heal --once")!.ratio
     // the issue sets its targets at 1M and 4M entries; smaller maps get ratios only
     guard b.n >= 1_000_000 else { continue }
     verdicts.append(("N=\(b.n): list --count \(String(format: "%.2f", count))x floor (target <= 1.5x)", count <= 1.5))

@@ -73,4 +73,21 @@ struct DeployTests {
             #expect(ctctl(["heal", "--check"]).status == 64, "--check needs --metrics-file")
         }
     }
+
+    @Test(
+        "on Calico's maps, heal works with CAP_BPF alone and says the BTF was not checked",
+        .enabled(if: CalicoLab.available, "../shared/calico is absent"))
+    func calicoOnlyCapBPF() throws {
+        try withCalicoLab("deploy", version: "head") { lab in
+            let n = CalicoReadTests.Net(v6: false)
+            try CalicoWriteTests.incident(lab, n, client: n.stuck)
+            let bpf = try runCommand(
+                DeployTests.limited("+bpf") + [
+                    ctctlBinary(), "heal", "--once", "--layout", "calico", "--pin-dir", lab.pins.path,
+                ])
+            #expect(bpf.status == 0, "\(bpf.err)")
+            #expect(bpf.err.contains("BTF not checked"), "\(bpf.err)")
+            #expect(try lab.packet("udp", n.stuck, n.vip).nat == "dnat", "healed with CAP_BPF alone")
+        }
+    }
 }

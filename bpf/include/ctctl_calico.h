@@ -15,6 +15,8 @@
 #ifndef CTCTL_CALICO_H
 #define CTCTL_CALICO_H
 
+#include <linux/types.h>
+
 /* ---- struct calico_ct_key ---- */
 #define CALICO_V4_CT_KEY_SIZE 16
 #define CALICO_V6_CT_KEY_SIZE 40
@@ -90,5 +92,39 @@
 #define CALICO_CT_NORMAL 0
 #define CALICO_CT_NAT_FWD 1
 #define CALICO_CT_NAT_REV 2
+
+/* ---- ctctl's compare-and-delete on Calico's conntrack maps (bpf/ctctl_calico.bpf.c) ----
+ *
+ * ctctl stages up to CTCTL_CALICO_STAGE_SLOTS entries in the (unpinned) array map `stage`
+ * and runs the program of the family (calico_stage_v4/_v6, over Calico's own conntrack map,
+ * reused by fd) once through BPF_PROG_TEST_RUN with a struct ctctl_stage_ctx (ctctl_abi.h).
+ * For each slot the program deletes the entry only if it is still the entry ctctl judged:
+ * the same type and NAT linkage (a NAT_FWD's nat_rev_key, a NAT_REV's original addresses),
+ * and the rule still holds where the kernel can tell (half-pair: the partner still missing;
+ * expired: last_seen unchanged). A NAT pair goes NAT_REV first, so a NAT_REV is never left
+ * alone. Results use CTCTL_STAGE_R_* (ctctl_abi.h). The frontend a missed-nat or orphan-nat
+ * verdict depends on is re-checked by ctctl right before the run: an LPM trie cannot be
+ * used from this (sleepable) program. */
+#define CTCTL_CALICO_STAGE_SLOTS 256u
+
+/* ctctl_calico_slot.flags */
+#define CTCTL_CALICO_SLOT_PARTNER 0x1u	/* `partner` holds the NAT partner's key */
+#define CTCTL_CALICO_SLOT_PARTNER2 0x2u /* `partner2` holds another key it may have */
+
+struct ctctl_calico_slot {
+	__u8 key[40];	   /* the entry's key as stored (16 bytes used for IPv4) */
+	__u8 partner[40];  /* its NAT partner's key (CTCTL_CALICO_SLOT_PARTNER) */
+	__u8 partner2[40]; /* a NAT_REV's NAT_FWD with source port 0 (Calico's port-conflict path)
+			    */
+	__u8 expect[40];   /* NAT_FWD: its nat_rev_key; NAT_REV: orig_ip .. orig_sip */
+	__u64 last_seen;   /* the entry's last_seen as judged (expired) */
+	__u64 partner_last_seen; /* its partner's (expired) */
+	__u8 type;		 /* CALICO_CT_* as judged */
+	__u8 rule;		 /* enum ctctl_rule it was judged by (ctctl_abi.h) */
+	__u8 flags;		 /* CTCTL_CALICO_SLOT_* */
+	__u8 result;		 /* out: CTCTL_STAGE_R_* */
+	__u8 pad[4];
+};
+_Static_assert(sizeof(struct ctctl_calico_slot) == 184, "ctctl_calico_slot is 184 bytes");
 
 #endif

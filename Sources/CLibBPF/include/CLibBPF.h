@@ -89,16 +89,21 @@ int CLibBPF_btf_struct_size(void *btf, const char *name);
 int CLibBPF_btf_member(void *btf, const char *name, const char *member, uint32_t *bit_offset,
 		       uint32_t *bit_size);
 
-/* BPF_MAP_GET_NEXT_KEY (maps without batch operations, such as LPM tries). Returns 0,
- * -ENOENT after the last key, or -errno. `key` NULL: the first key. */
-int CLibBPF_map_next_key(int fd, const void *_Nullable key, void *next);
-
 /* The ids of the maps program `prog_id` uses (BPF_PROG_GET_FD_BY_ID: CAP_SYS_ADMIN). Writes
  * up to `cap` ids and returns how many the program has, or -errno. */
 int CLibBPF_prog_map_ids(uint32_t prog_id, uint32_t *ids, uint32_t cap);
 
 /* BPF_PROG_GET_NEXT_ID. Returns 0 (next in *next), -ENOENT after the last, or -errno. */
 int CLibBPF_prog_next_id(uint32_t start, uint32_t *next);
+
+/* The ids of the BPF programs attached to interface `ifindex` (in the caller's network
+ * namespace) at TC: clsact filters (ingress and egress, by a netlink dump) and TCX links.
+ * Writes up to `cap` ids; returns how many were found, or -errno. */
+int CLibBPF_tc_attached_prog_ids(int ifindex, uint32_t *ids, uint32_t cap);
+
+/* The name of BPF program `id` (15 characters at most; BPF_PROG_GET_FD_BY_ID needs
+ * CAP_SYS_ADMIN) into `name` (16 bytes). Returns 0 or -errno. */
+int CLibBPF_prog_name(uint32_t id, char *name);
 
 /* A new map like map `fd` (type, key and value size, flags, name, BTF) with `max_entries`
  * entries: what a control plane does to resize a map (benchmarks). Returns an fd or -errno. */

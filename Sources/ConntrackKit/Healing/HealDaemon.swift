@@ -37,7 +37,7 @@ public final class HealDaemon {
     @discardableResult
     public func run(stop: @escaping () -> Bool) -> Int {
         var passes = 0
-        var lastEpoch: UInt32? = nil
+        var lastEpoch: UInt64? = nil
         var nextFull = Timestamp.monotonicNow()
         var available = true
         logger.info(
@@ -64,7 +64,7 @@ public final class HealDaemon {
                     logger.warning("dataplane unloaded: waiting for it", metadata: ["pin_dir": "\(healer.pins.path)"])
                 }
             } else {
-                let epoch = try? healer.dataplane.serviceEpoch()
+                let epoch = try? healer.dataplane.serviceVersion()
                 var trigger = pending
                 if trigger == nil, let epoch, let last = lastEpoch, epoch != last { trigger = "epoch" }
                 if now >= nextFull { trigger = trigger ?? (passes == 0 ? "start" : "interval") }
@@ -110,7 +110,7 @@ public final class HealDaemon {
     enum PassOutcome { case ok, unavailable, replaced }
 
     /// One pass, logged and counted: how it ended, and the service epoch it judged against.
-    func runPass(trigger: String, stop: @escaping () -> Bool) -> (PassOutcome, UInt32?) {
+    func runPass(trigger: String, stop: @escaping () -> Bool) -> (PassOutcome, UInt64?) {
         do {
             let r = try healer.pass(printer: nil, shouldStop: stop)
             var meta: Logger.Metadata = [
@@ -126,7 +126,7 @@ public final class HealDaemon {
             metrics?.record(trigger: trigger, r, counters: (try? healer.dataplane.counters()) ?? [])
             try writeMetrics()
             logger.info("pass", metadata: meta)
-            return (.ok, r.epoch)
+            return (.ok, r.serviceVersion)
         } catch let e as CtctlError where e.status == .unavailable {
             logger.error("pass failed", metadata: ["trigger": "\(trigger)", "error": "\(e.message)"])
             metrics?.recordError()

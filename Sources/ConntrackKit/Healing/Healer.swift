@@ -29,6 +29,8 @@ public struct PassResult: Sendable {
     /// Stopped early by a signal (between batches).
     public var stopped = false
     public var epoch: UInt32 = 0
+    /// The layout's service version the pass judged against (read at its start).
+    public var serviceVersion: UInt64 = 0
     public var ctMaxEntries: UInt32 = 0
 }
 
@@ -82,6 +84,7 @@ public final class Healer {
         -> PassResult
     {
         let start = Timestamp.monotonicNow()
+        let version = try dp.serviceVersion()
         let rules = try dp.staleRules(holdingLock: lock != nil)
         let judge = StaleJudge(rules, now: start, graceNs: options.graceNs)
         let audit = self.audit
@@ -109,6 +112,7 @@ public final class Healer {
         r.wouldDeleteByReason = c.wouldDeleteByReason
         r.stopped = scan.stopped
         r.epoch = rules.view.version
+        r.serviceVersion = version
         r.ctMaxEntries = UInt32(dp.conntrackCapacity)
         r.durationNs = Timestamp.monotonicNow() - start
         return r

@@ -119,38 +119,6 @@ public final class BPFMap: @unchecked Sendable {
         }
     }
 
-    /// The key after `key` (nil: the first key), into `next`; false after the last. For
-    /// maps without batch operations (LPM tries); a key deleted meanwhile restarts the walk
-    /// in the kernel, so callers de-duplicate.
-    public func nextKey(after key: UnsafeRawPointer?, into next: UnsafeMutableRawPointer) throws(CtctlError) -> Bool {
-        do {
-            try Errno.bpf { CLibBPF_map_next_key(fd, key, next) }
-            return true
-        } catch  where error.code == ENOENT {
-            return false
-        } catch {
-            throw failed(error, "walking the keys of")
-        }
-    }
-
-    /// Every key and value of a small map without batch operations, walked key by key.
-    public func walk(_ body: (UnsafeRawPointer, UnsafeRawPointer) throws -> Void) throws {
-        let key = UnsafeMutableRawPointer.allocate(byteCount: info.keySize, alignment: 8)
-        let next = UnsafeMutableRawPointer.allocate(byteCount: info.keySize, alignment: 8)
-        let value = UnsafeMutableRawPointer.allocate(byteCount: max(info.valueSize, 1), alignment: 8)
-        defer {
-            key.deallocate()
-            next.deallocate()
-            value.deallocate()
-        }
-        var first = true
-        while try nextKey(after: first ? nil : UnsafeRawPointer(key), into: next) {
-            first = false
-            key.copyMemory(from: next, byteCount: info.keySize)
-            if try lookup(UnsafeRawPointer(key), into: value) { try body(UnsafeRawPointer(key), UnsafeRawPointer(value)) }
-        }
-    }
-
     /// Typed helpers for the small fixed-layout maps.
     public func lookup<K, V>(_ key: K, as: V.Type) throws(CtctlError) -> V? {
         let v = UnsafeMutablePointer<V>.allocate(capacity: 1)

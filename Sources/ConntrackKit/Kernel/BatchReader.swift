@@ -26,8 +26,17 @@ public final class RawBatchReader {
 
     public func read(_ map: BPFMap, _ body: (_ count: Int) throws -> Bool) throws {
         precondition(keySize == map.info.keySize && valueSize == map.info.valueSize)
-        var inBatch: UInt64 = 0
-        var outBatch: UInt64 = 0
+        // The cursor is a bucket number for hash maps and a key for the others (an LPM
+        // trie's batch walks keys): room for either.
+        let cursor = max(8, keySize)
+        let inBatch = UnsafeMutableRawPointer.allocate(byteCount: cursor, alignment: 8)
+        let outBatch = UnsafeMutableRawPointer.allocate(byteCount: cursor, alignment: 8)
+        defer {
+            inBatch.deallocate()
+            outBatch.deallocate()
+        }
+        inBatch.initializeMemory(as: UInt8.self, repeating: 0, count: cursor)
+        outBatch.initializeMemory(as: UInt8.self, repeating: 0, count: cursor)
         var first = true
         while true {
             var count: UInt32 = 0
@@ -35,9 +44,7 @@ public final class RawBatchReader {
             do {
                 try Errno.bpf {
                     count = UInt32(capacity)
-                    return first
-                        ? CLibBPF_map_lookup_batch(map.fd, nil, &outBatch, keys, values, &count)
-                        : CLibBPF_map_lookup_batch(map.fd, &inBatch, &outBatch, keys, values, &count)
+                    return CLibBPF_map_lookup_batch(map.fd, first ? nil : inBatch, outBatch, keys, values, &count)
                 }
             } catch  where error.code == ENOENT {
                 end = true  // the last batch: `count` entries may still have been copied
@@ -47,7 +54,7 @@ public final class RawBatchReader {
             first = false
             if count > 0, try !body(Int(count)) { return }
             if end { return }
-            inBatch = outBatch
+            inBatch.copyMemory(from: outBatch, byteCount: cursor)
         }
     }
 }

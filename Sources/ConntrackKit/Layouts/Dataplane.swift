@@ -84,6 +84,11 @@ public protocol Dataplane: AnyObject {
     func services() throws -> [ServiceSummary]
     /// The datapath's counters, if it keeps any.
     func counters() throws -> [DatapathCounter]
+    /// What changes when the services change: the watching heal polls it (every 100 ms) and
+    /// runs a pass when it moves. The service epoch; on Calico, a digest of the frontends, and
+    /// of the backends at most once a second.
+    func serviceVersion() throws -> UInt64
+
     /// `dataplane status`: the maps, their occupancy, and what else the layout knows.
     func status() throws -> DataplaneStatus
     /// The service epoch, if the layout has one (nil: it has none; the watching heal then

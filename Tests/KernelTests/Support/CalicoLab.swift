@@ -19,16 +19,30 @@ final class CalicoLab {
     let version: String
     var pins: PinDirectory { PinDirectory(dir + "/tc/globals") }
 
-    init(_ name: String, version: String) throws {
+    /// A lab on a bpffs of its own under /tmp, or (`onHostBPFFS`) in a directory of the
+    /// host's /sys/fs/bpf, where taking it down unpins its maps without unmounting anything,
+    /// as felix re-pins them.
+    init(_ name: String, version: String, onHostBPFFS: Bool = false) throws {
         self.version = version
-        dir = "/tmp/ctctl-test-calico-\(name)-\(getpid())"
+        if onHostBPFFS {
+            try PinDirectory("/sys/fs/bpf").ensureBPFFS()
+            dir = "/sys/fs/bpf/ctctl-test-calico-\(name)-\(getpid())"
+        } else {
+            dir = "/tmp/ctctl-test-calico-\(name)-\(getpid())"
+        }
         _ = try? CalicoLab.run(["down", "--bpffs", dir])
         try CalicoLab.run(["up", "--bpffs", dir, "--version", version])
     }
 
-    /// Takes the lab down (unmounts its bpffs: every map and program goes).
+    /// Takes the lab down (every map and program goes), and the lock directory ctctl made
+    /// for it beside it, if any.
     func down() {
+        let lock = CalicoDataplane.lockDirectory(for: pins).path  // while the directory exists
         _ = try? CalicoLab.run(["down", "--bpffs", dir])
+        if !lock.hasPrefix(dir + "/") {
+            rmdir(lock)
+            rmdir(String(lock[..<lock.lastIndex(of: "/")!]))  // only if no other lock is left there
+        }
     }
 
     @discardableResult
@@ -73,8 +87,8 @@ final class CalicoLab {
 }
 
 /// Runs `body` with a lab of each version, taken down afterwards whatever happens.
-func withCalicoLab(_ name: String, version: String, _ body: (CalicoLab) throws -> Void) throws {
-    let lab = try CalicoLab(name, version: version)
+func withCalicoLab(_ name: String, version: String, onHostBPFFS: Bool = false, _ body: (CalicoLab) throws -> Void) throws {
+    let lab = try CalicoLab(name, version: version, onHostBPFFS: onHostBPFFS)
     defer { lab.down() }
     try body(lab)
 }

@@ -28,6 +28,10 @@ public final class CalicoDataplane: @unchecked Sendable {
     /// What ctctl chose by itself (which ct map, when two are pinned).
     public let notes: [String]
     let btfChecked: Bool
+    /// The view the last staleRules read (a pass's remover compares orphans with it).
+    var lastView: CalicoServiceView?
+    /// The backends' digest and when it was taken (serviceVersion reads them once a second).
+    private var backendDigest: (at: UInt64, value: UInt64)?
 
     init(
         pinDir: PinDirectory, readOnly: Bool, families: [CalicoFamily], timeouts: Timeouts?, caveats: [String],
@@ -131,7 +135,10 @@ extension CalicoDataplane: Dataplane {
         }
     }
 
-    public func stillPinned() -> Bool { (try? verifyPinned(progress: nil)) != nil }
+    /// The conntrack and frontend maps only: what the watching heal reads between passes.
+    public func stillPinned() -> Bool {
+        families.allSatisfy { f in [f.ct, f.frontends].allSatisfy { (try? pinnedID($0.path)) == $0.info.id } }
+    }
 
     public func writerLock(timeoutMs: Int) throws(CtctlError) -> WriterLock {
         let dir = CalicoDataplane.lockDirectory(for: pinDir)
@@ -257,8 +264,14 @@ extension CalicoDataplane: Dataplane {
 
     // MARK: judging
 
+    /// A reading command gets a view read twice, 200 ms apart, the same both times. A pass
+    /// that deletes (holding the lock) reads once and goes on at once: its remover holds every
+    /// orphan-nat verdict until 200 ms after the read, and deletes only if that service, read
+    /// again then, is still what the view says (the same rule, overlapped with the scan).
     public func staleRules(holdingLock: Bool) throws -> CalicoRules {
-        CalicoRules(view: try readView(stableNs: 200_000_000), timeouts: timeouts)
+        let view = holdingLock ? try snapshot().view(families, stable: false) : try readView(stableNs: 200_000_000)
+        lastView = view
+        return CalicoRules(view: view, timeouts: timeouts)
     }
 
     /// One view of both families' frontends and backends, read again at least `stableNs`
@@ -271,7 +284,7 @@ extension CalicoDataplane: Dataplane {
             let now = Timestamp.monotonicNow()
             if wait > now { usleep(UInt32((wait - now) / 1000)) }
             let next = try snapshot()
-            if next.equals(previous) { return next.view(families) }
+            if next.equals(previous) { return next.view(families, stable: true) }
             previous = next
             at = Timestamp.monotonicNow()
         }
@@ -287,7 +300,7 @@ extension CalicoDataplane: Dataplane {
 
         func equals(_ o: Snapshot) -> Bool { frontends == o.frontends && backends == o.backends }
 
-        func view(_ families: [CalicoFamily]) -> CalicoServiceView {
+        func view(_ families: [CalicoFamily], stable: Bool) -> CalicoServiceView {
             var v4: CalicoFamilyView? = nil
             var v6: CalicoFamilyView? = nil
             for (i, f) in families.enumerated() {
@@ -295,7 +308,7 @@ extension CalicoDataplane: Dataplane {
                     format: f.format, frontends: frontends[i], backends: backends[i], routes: CalicoRoutes(f.routes, f.format))
                 if f.format.v6 { v6 = v } else { v4 = v }
             }
-            return CalicoServiceView(v4: v4, v6: v6)
+            return CalicoServiceView(v4: v4, v6: v6, readAt: Timestamp.monotonicNow(), stable: stable)
         }
     }
 
@@ -308,28 +321,20 @@ extension CalicoDataplane: Dataplane {
         return s
     }
 
-    /// Every frontend (an LPM trie has no batch reads: key by key), in a stable order.
+    /// Every frontend, in a stable order (an LPM trie's batch read walks its keys).
     static func readFrontends(_ f: CalicoFamily) throws(CtctlError) -> [CalicoFrontend] {
         let fmt = f.format
         var out: [CalicoFrontend] = []
         var seen = Set<[UInt8]>()
+        let reader = RawBatchReader(keySize: fmt.feKeySize, valueSize: CalicoFormat.feValueSize, capacity: 4096)
         do {
-            try f.frontends.walk { k, v in
-                let bytes = Array(UnsafeRawBufferPointer(start: k, count: fmt.feKeySize))
-                guard seen.insert(bytes).inserted else { return }
-                let prefix = Int(UInt32(littleEndian: k.loadUnaligned(as: UInt32.self)))
-                out.append(
-                    CalicoFrontend(
-                        prefixBits: prefix, vip: IPAddress(raw: k + 4, v6: fmt.v6),
-                        port: k.loadUnaligned(fromByteOffset: fmt.fePort, as: UInt16.self),
-                        proto: k.load(fromByteOffset: fmt.feProto, as: UInt8.self),
-                        source: IPNetwork(
-                            address: IPAddress(raw: k + fmt.feSrc, v6: fmt.v6), prefix: max(0, prefix - fmt.fePrefixNoSource)
-                        ).address,
-                        id: v.loadUnaligned(as: UInt32.self), count: v.loadUnaligned(fromByteOffset: 4, as: UInt32.self),
-                        local: v.loadUnaligned(fromByteOffset: 8, as: UInt32.self),
-                        affinitySeconds: v.loadUnaligned(fromByteOffset: 12, as: UInt32.self),
-                        flags: v.loadUnaligned(fromByteOffset: 16, as: UInt32.self)))
+            try reader.read(f.frontends) { n in
+                for i in 0..<n {
+                    let k = reader.keys + i * fmt.feKeySize
+                    guard seen.insert(Array(UnsafeRawBufferPointer(start: k, count: fmt.feKeySize))).inserted else { continue }
+                    out.append(CalicoFrontend(key: k, value: reader.values + i * CalicoFormat.feValueSize, fmt))
+                }
+                return true
             }
         } catch let e as CtctlError { throw e } catch { throw CtctlError(.software, "\(error)") }
         return out.sorted {
@@ -415,6 +420,45 @@ extension CalicoDataplane: Dataplane {
     public func counters() throws -> [DatapathCounter] { [] }
 
     public func serviceEpoch() throws -> UInt32? { nil }
+
+    /// A digest of every frontend (one batch read of each family's trie), and of the
+    /// backends, read again when a second has passed: Calico has no service epoch.
+    public func serviceVersion() throws -> UInt64 {
+        let now = Timestamp.monotonicNow()
+        if backendDigest == nil || now - backendDigest!.at >= 1_000_000_000 {
+            var h = CalicoDataplane.fnvStart
+            for f in families {
+                try CalicoDataplane.digest(f.backends, CalicoFormat.beKeySize, f.format.beValueSize, &h)
+            }
+            backendDigest = (now, h)
+        }
+        var h = backendDigest!.value
+        for f in families { try CalicoDataplane.digest(f.frontends, f.format.feKeySize, CalicoFormat.feValueSize, &h) }
+        return h
+    }
+
+    static let fnvStart: UInt64 = 0xcbf2_9ce4_8422_2325
+
+    /// Folds every key and value of `map` into `h` (FNV-1a), one batch read.
+    static func digest(_ map: BPFMap, _ keySize: Int, _ valueSize: Int, _ h: inout UInt64) throws {
+        let reader = RawBatchReader(keySize: keySize, valueSize: valueSize, capacity: 4096)
+        var sum: UInt64 = 0
+        try reader.read(map) { n in
+            // order-free: the sum of each entry's hash, so iteration order cannot matter
+            for i in 0..<n {
+                var e = CalicoDataplane.fnvStart
+                for b in UnsafeRawBufferPointer(start: reader.keys + i * keySize, count: keySize) {
+                    e = (e ^ UInt64(b)) &* 0x100_0000_01b3
+                }
+                for b in UnsafeRawBufferPointer(start: reader.values + i * valueSize, count: valueSize) {
+                    e = (e ^ UInt64(b)) &* 0x100_0000_01b3
+                }
+                sum &+= e
+            }
+            return true
+        }
+        h = (h ^ sum) &* 0x100_0000_01b3
+    }
 
     public func status() throws -> DataplaneStatus {
         DataplaneStatus(

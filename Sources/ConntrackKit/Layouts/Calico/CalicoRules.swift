@@ -27,6 +27,10 @@ public struct CalicoRules: StaleRules, Sendable {
     @inline(__always)
     public func isIdle(_ e: CalicoEntry, now: UInt64) -> Bool {
         guard let timeouts else { return false }
+        return CalicoRules.idle(e, timeouts: timeouts, now: now)
+    }
+
+    static func idle(_ e: CalicoEntry, timeouts: Timeouts, now: UInt64) -> Bool {
         var flags: UInt32 = 0
         if e.proto == 6 && !e.isForward {
             let bits = e.leg(CalicoFormat.legAB).bits | e.leg(CalicoFormat.legBA).bits

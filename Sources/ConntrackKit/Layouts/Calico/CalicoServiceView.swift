@@ -16,7 +16,38 @@ struct CalicoFrontend: Sendable, Equatable {
     let affinitySeconds: UInt32
     let flags: UInt32
 
+    /// Decodes a frontend map entry (calico_nat_key, calico_nat_value).
+    init(key k: UnsafeRawPointer, value v: UnsafeRawPointer, _ fmt: CalicoFormat) {
+        let prefix = Int(UInt32(littleEndian: k.loadUnaligned(as: UInt32.self)))
+        prefixBits = prefix
+        vip = IPAddress(raw: k + 4, v6: fmt.v6)
+        port = k.loadUnaligned(fromByteOffset: fmt.fePort, as: UInt16.self)
+        proto = k.load(fromByteOffset: fmt.feProto, as: UInt8.self)
+        source =
+            IPNetwork(address: IPAddress(raw: k + fmt.feSrc, v6: fmt.v6), prefix: max(0, prefix - fmt.fePrefixNoSource)).address
+        id = v.loadUnaligned(as: UInt32.self)
+        count = v.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
+        local = v.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
+        affinitySeconds = v.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
+        flags = v.loadUnaligned(fromByteOffset: 16, as: UInt32.self)
+    }
+
+    /// The frontend map's key for the datapath's lookup: (VIP, port, protocol, source), full length.
+    static func lookupKey(
+        _ k: UnsafeMutableRawPointer, _ fmt: CalicoFormat, _ dst: IPAddress, _ port: UInt16, _ proto: UInt8, _ src: IPAddress
+    ) {
+        k.initializeMemory(as: UInt8.self, repeating: 0, count: fmt.feKeySize)
+        k.storeBytes(of: UInt32(fmt.fePrefixFull).littleEndian, as: UInt32.self)
+        dst.storeCompact(to: k + 4)
+        k.storeBytes(of: port, toByteOffset: fmt.fePort, as: UInt16.self)
+        k.storeBytes(of: proto, toByteOffset: fmt.feProto, as: UInt8.self)
+        src.storeCompact(to: k + fmt.feSrc)
+    }
+
     func sourceBits(_ f: CalicoFormat) -> Int { max(0, prefixBits - f.fePrefixNoSource) }
+
+    /// The frontend's value (what a lookup returns, whatever key matched).
+    var value: [UInt32] { [id, count, local, affinitySeconds, flags] }
     var isNodePort: Bool { vip == Calico.nodePortAddress(v6: vip.family == .v6) }
 }
 
@@ -65,7 +96,15 @@ final class CalicoRoutes: @unchecked Sendable {
 
 /// One family's frontends and backends, indexed for the questions the judge asks once per
 /// entry.
-struct CalicoFamilyView: Sendable {
+final class CalicoFamilyView: @unchecked Sendable {
+    /// A service's backends by ordinal, as this view read them (the remover compares them
+    /// with the live maps).
+    func ordinals(of id: UInt32, count: UInt32) -> [Endpoint?] {
+        var out = [Endpoint?](repeating: nil, count: Int(min(count, 1 << 16)))
+        for b in backends where b.id == id && b.ordinal < count { out[Int(b.ordinal)] = b.endpoint }
+        return out
+    }
+
     let format: CalicoFormat
     let frontends: [CalicoFrontend]
     let backends: [CalicoBackend]
@@ -161,12 +200,23 @@ struct CalicoFamilyView: Sendable {
     /// nat_lookup.h calico_nat_lookup, up to the backend choice: which frontend, and what it
     /// does with a new flow from `client`.
     func state(_ dst: IPAddress, _ port: UInt16, _ proto: UInt8, client: IPAddress) -> (CalicoFrontend?, FrontendState) {
-        var f = match(dst, port, proto, client: client)
+        CalicoFamilyView.state(dst, port, proto, client: client, v6: format.v6, routes: routes.flags) {
+            match($0, $1, $2, client: $3)
+        }
+    }
+
+    /// The datapath's decision, given how to find the frontend for (destination, port,
+    /// protocol, client) — the longest prefix match — and how to look a route up: shared by
+    /// the view a scan judges with and the live re-check right before a delete.
+    static func state(
+        _ dst: IPAddress, _ port: UInt16, _ proto: UInt8, client: IPAddress, v6: Bool, routes: (IPAddress) -> UInt32?,
+        match: (IPAddress, UInt16, UInt8, IPAddress) -> CalicoFrontend?
+    ) -> (CalicoFrontend?, FrontendState) {
+        var f = match(dst, port, proto, client)
         if f == nil {
             // the NodePort wildcard, for destinations the routes map marks as a host
-            let np = Calico.nodePortAddress(v6: format.v6)
-            guard dst != np, let wildcard = match(np, port, proto, client: client),
-                let rt = routes.flags(dst), rt & Calico.routeHost != 0
+            let np = Calico.nodePortAddress(v6: v6)
+            guard dst != np, let wildcard = match(np, port, proto, client), let rt = routes(dst), rt & Calico.routeHost != 0
             else { return (nil, .none) }
             f = wildcard
         }
@@ -176,14 +226,14 @@ struct CalicoFamilyView: Sendable {
         if fe.flags & Calico.natExclude != 0 { return (fe, .excluded) }
         var count = fe.count
         if fe.flags & (Calico.natInternalLocal | Calico.natExternalLocal) != 0 {
-            let rt = routes.flags(client) ?? 0
+            let rt = routes(client) ?? 0
             let local = rt & (Calico.routeHost | Calico.routeWorkload) != 0
             if (local && fe.flags & Calico.natInternalLocal != 0) || (!local && fe.flags & Calico.natExternalLocal != 0) {
                 count = fe.local
             }
         }
         if count == 0 { return (fe, .noBackends) }
-        return (fe, .active(Frontend(UInt64(fe.id), UInt64(count), UInt64(format.v6 ? 6 : 4))))
+        return (fe, .active(Frontend(UInt64(fe.id), UInt64(count), UInt64(v6 ? 6 : 4))))
     }
 
     /// Is b:bport one of service `id`'s backends (any ordinal below its count)?
@@ -199,6 +249,12 @@ struct CalicoFamilyView: Sendable {
 public struct CalicoServiceView: ServiceQuestions, Sendable {
     let v4: CalicoFamilyView?
     let v6: CalicoFamilyView?
+    /// When the maps were read (the second read, for a view read twice).
+    let readAt: UInt64
+    /// Read twice, 200 ms apart, the same both times (reading commands); a pass that deletes
+    /// reads once, and its remover compares each orphan's service with the live maps at least
+    /// 200 ms later instead (CalicoLive).
+    let stable: Bool
     public var version: UInt32 { 0 }
 
     func family(_ a: IPAddress) -> CalicoFamilyView? { a.family == .v6 ? v6 : v4 }

@@ -46,6 +46,7 @@ public enum Attachments {
             dp.pinDir.pin(CTCTL_PIN_PROG_TC), missing: "no datapath program in \(dp.pinDir.path): load the dataplane again")
         let (ifindex, progID) = try NetworkNamespace.run(in: netns) { () throws -> (Int32, UInt32) in
             let ifindex = try NetworkNamespace.interfaceIndex(ifname, netns: netns)
+            try refuseOtherDataplane(ifindex, ifname: ifname)
             var progID: UInt32 = 0
             var created: Int32 = 0
             do throws(Errno) {
@@ -60,6 +61,25 @@ public enum Attachments {
             // keep the kernel and the record in step: undo the attach
             _ = try? NetworkNamespace.run(in: netns) { CLibBPF_tc_detach(ifindex) }
             throw error
+        }
+    }
+
+    /// Refuses an interface another eBPF dataplane already serves at TC: Calico's programs
+    /// (cali_tc_preamble, calico_tc_main ...) would then see ctctl's NAT, or the other way round.
+    static func refuseOtherDataplane(_ ifindex: Int32, ifname: String) throws(CtctlError) {
+        var ids = [UInt32](repeating: 0, count: 64)
+        let n = CLibBPF_tc_attached_prog_ids(ifindex, &ids, UInt32(ids.count))
+        guard n > 0 else { return }
+        for id in ids.prefix(Int(min(n, 64))) {
+            var name = [CChar](repeating: 0, count: 16)
+            guard CLibBPF_prog_name(id, &name) == 0 else { continue }
+            let text = String(cString: name)
+            if text.hasPrefix("cali_") || text.hasPrefix("calico_") {
+                throw CtctlError(
+                    .usage,
+                    "\(ifname) already carries Calico's TC programs (\(text), program id \(id)): felix owns this interface; ctctl's reference dataplane is for interfaces no other dataplane serves"
+                )
+            }
         }
     }
 

@@ -21,19 +21,25 @@ public enum Loader {
     /// The BPF object: $CTCTL_BPF_OBJECT, else beside the executable, else in
     /// ../lib/ctctl/ relative to it (the installed layout). Never the source tree.
     public static func findObject() throws(CtctlError) -> String {
-        if let env = getenv(objectEnvironment), env.pointee != 0 {
+        try findObject(objectName, environment: objectEnvironment)
+    }
+
+    /// A BPF object ctctl ships, by name: `$environment`, else beside the executable, else in
+    /// ../lib/ctctl/.
+    static func findObject(_ name: String, environment: String) throws(CtctlError) -> String {
+        if let env = getenv(environment), env.pointee != 0 {
             let p = String(cString: env)
             guard access(p, R_OK) == 0 else {
-                throw CtctlError(.unavailable, "\(objectEnvironment)=\(p) is not a readable file")
+                throw CtctlError(.unavailable, "\(environment)=\(p) is not a readable file")
             }
             return p
         }
         let exeDir = executableDirectory()
-        let candidates = [exeDir + "/" + objectName, exeDir + "/../lib/ctctl/" + objectName]
+        let candidates = [exeDir + "/" + name, exeDir + "/../lib/ctctl/" + name]
         for c in candidates where access(c, R_OK) == 0 { return c }
         throw CtctlError(
             .unavailable,
-            "the dataplane object \(objectName) is not installed (looked in \(candidates.joined(separator: " and "))): run `make install`, or set \(objectEnvironment)"
+            "the BPF object \(name) is not installed (looked in \(candidates.joined(separator: " and "))): run `make install`, or set \(environment)"
         )
     }
 

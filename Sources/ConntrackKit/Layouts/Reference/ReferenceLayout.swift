@@ -195,6 +195,8 @@ extension ReferenceDataplane: Dataplane {
 
     public func serviceEpoch() throws -> UInt32? { try epoch() }
 
+    public func serviceVersion() throws -> UInt64 { UInt64(try epoch()) }
+
     public func status() throws -> DataplaneStatus {
         DataplaneStatus(
             layout: Self.layoutName, pinDir: pinDir.path, abiVersion: UInt32(CTCTL_ABI_VERSION), loadedAt: try loadedAt(),

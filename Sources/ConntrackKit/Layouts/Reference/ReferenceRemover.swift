@@ -61,7 +61,7 @@ public final class ReferenceRemover: EntryRemover {
             let reason = pending.reasons[i]
             let e = view(i)
             if handled.contains(e.key, count: keySize) { continue }  // went (or goes) with its partner
-            let outcome = ReferenceRemover.outcome(r, dryRun: dryRun)
+            let outcome = DeleteOutcome(stageResult: r, dryRun: dryRun)
             counts.record(outcome, reason: reason)
             switch outcome {
             case .deleted(let partner), .wouldDelete(let partner):
@@ -74,12 +74,4 @@ public final class ReferenceRemover: EntryRemover {
         pending.clear()
     }
 
-    /// What the stage's result bits mean.
-    static func outcome(_ r: UInt8, dryRun: Bool) -> DeleteOutcome {
-        if dryRun { return .wouldDelete(partner: r.stagePartnerOK) }
-        if r & UInt8(CTCTL_STAGE_R_GONE) != 0 { return .gone }
-        if r & UInt8(CTCTL_STAGE_R_CHANGED) != 0 { return .changed }
-        if r.stageRuleFailed { return .noLongerStale }
-        return r.stageDeleted ? .deleted(partner: r.stagePartnerDeleted) : .gone
-    }
 }

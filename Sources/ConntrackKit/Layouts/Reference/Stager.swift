@@ -71,33 +71,9 @@ public final class Stager {
     /// (partners included). Slots stay readable until reset().
     @discardableResult
     public func run() throws(CtctlError) -> Int {
-        guard count > 0 else { return 0 }
-        var ctx = ctctl_stage_ctx(op: CTCTL_STAGE_OP_DELETE.rawValue, count: UInt32(count), done: 0, deleted: 0)
-        var retval: UInt32 = 0
-        var duration: UInt32 = 0
-        // A SYSCALL program takes ctx_in only: no data, no repeat (EINVAL otherwise).
-        do throws(Errno) {
-            try Errno.bpf {
-                CLibBPF_prog_test_run(
-                    prog.raw, nil, 0, nil, nil, &ctx, UInt32(MemoryLayout<ctctl_stage_ctx>.size), 0, &retval, &duration)
-            }
-        } catch {
-            throw CtctlError.from(
-                error, doing: "running the compare-and-delete program", path: dp.pinDir.pin(CTCTL_PIN_PROG_STAGE))
-        }
-        guard retval == 0, ctx.done == UInt32(count) else {
-            throw CtctlError(
-                .software, "the compare-and-delete program processed \(ctx.done) of \(count) entries (returned \(retval))")
-        }
-        return Int(ctx.deleted)
+        try runStageProgram(
+            prog.raw, count: count, what: "the compare-and-delete program", path: dp.pinDir.pin(CTCTL_PIN_PROG_STAGE))
     }
 
     public func reset() { count = 0 }
-}
-
-extension UInt8 {
-    var stageDeleted: Bool { self & UInt8(CTCTL_STAGE_R_DELETED) != 0 }
-    var stagePartnerOK: Bool { self & UInt8(CTCTL_STAGE_R_PARTNER_OK) != 0 }
-    var stagePartnerDeleted: Bool { self & UInt8(CTCTL_STAGE_R_PARTNER_DELETED) != 0 }
-    var stageRuleFailed: Bool { self & UInt8(CTCTL_STAGE_R_RULE_FAILED) != 0 }
 }
