@@ -45,6 +45,8 @@ test: bpf $(BPF_TEST_OBJ) lint
 	swift build --build-tests
 	cp $(BPF_OBJS) $(BPF_TEST_OBJ) "$$(swift build --show-bin-path)/"
 	swift test --skip-build
+	@echo "--- again, every scan with one thread (CTCTL_THREADS=1)"
+	CTCTL_THREADS=1 swift test --skip-build
 	$(MAKE) --no-print-directory test-install
 
 # An install into a temporary prefix, checked, then uninstalled (scripts/test-install.sh).

@@ -22,6 +22,8 @@ inTable { inTable = 0; capture = 0 }
     print "The pin directory when --pin-dir is not given (default: /sys/fs/bpf/ctctl, else Calico's /sys/fs/bpf/tc/globals)."
     print ".It Ev CTCTL_LAYOUT"
     print "The map layout when --layout is not given: auto (the default: what the pin directory holds), ctctl or calico."
+    print ".It Ev CTCTL_THREADS"
+    print "Threads reading the map when --threads is not given (default: the CPUs this process may use, at most 8; the watching heal uses 1)."
     print ".It Ev CTCTL_BPF_OBJECT"
     print "The reference dataplane's BPF object for dataplane load (default: beside the binary, or ../lib/ctctl/ctctl.bpf.o)."
     print ".El"

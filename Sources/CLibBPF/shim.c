@@ -486,3 +486,12 @@ int CLibBPF_prog_name(uint32_t id, char *name)
 		memcpy(name, info.name, sizeof(info.name));
 	return err;
 }
+
+int CLibBPF_affinity_cpus(void)
+{
+	cpu_set_t set;
+
+	if (sched_getaffinity(0, sizeof(set), &set))
+		return -errno;
+	return CPU_COUNT(&set);
+}

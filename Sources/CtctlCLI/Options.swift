@@ -183,3 +183,16 @@ struct JudgeOptions: ParsableArguments {
         return t
     }
 }
+
+/// --threads: how many threads read the map at once (disjoint bucket ranges).
+struct ThreadOptions: ParsableArguments {
+    @Option(
+        help: ArgumentHelp(
+            "Threads reading the map at once (default: $\(CPUs.environmentVariable), else the CPUs this process may use, at most \(CPUs.cap); the watching heal: 1).",
+            valueName: "n"))
+    var threads: Int?
+
+    func validate() throws {
+        if let threads, !(1...64).contains(threads) { throw ValidationError("bad --threads \(threads): write 1 to 64") }
+    }
+}

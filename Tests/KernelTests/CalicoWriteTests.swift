@@ -192,8 +192,9 @@ struct CalicoWriteTests {
                 // what `calico-node -bpf conntrack remove` leaves: the NAT_FWD gone, the NAT_REV not
                 let dp = try CalicoDataplane.open(lab.pins, readOnly: false, options: LayoutOptions())
                 let f = dp.families[0]
-                f.format.writeKey(f.scratchKey, proto: 17, Endpoint(n.client)!, Endpoint(n.vip)!)
-                #expect(try f.ct.delete(UnsafeRawPointer(f.scratchKey)))
+                let key = dp.defaultScratch.of(false).key
+                f.format.writeKey(key, proto: 17, Endpoint(n.client)!, Endpoint(n.vip)!)
+                #expect(try f.ct.delete(UnsafeRawPointer(key)))
                 #expect(try lab.packet("udp", n.client, n.vip).dropped, "Calico drops the flow")
                 let r = ctctl(["heal", "--once", "-o", "json", "--pin-dir", lab.pins.path])
                 #expect(try jsonArray(r.out).map { "\($0["reason"]!) \($0["result"]!)" } == ["half-pair deleted"], "\(r.out)")

@@ -155,6 +155,8 @@ struct HealTests {
             let stuckBefore = try #require(try t.entry(.udp, stuckKey.0, stuckKey.1))
             var o = HealOptions()
             o.filter.family = .v4
+            // one thread: the hook after the first batch then comes after every entry was judged
+            o.threads = 1
             let healer = try Healer(.at(t.pins), options: o, auditCommand: "test")
             var hooked = false
             // shouldStop runs after each batch is read and judged, before the deletes are flushed

@@ -109,6 +109,9 @@ int CLibBPF_prog_name(uint32_t id, char *name);
  * entries: what a control plane does to resize a map (benchmarks). Returns an fd or -errno. */
 int CLibBPF_map_create_like(int fd, uint32_t max_entries);
 
+/* The CPUs this process may run on (sched_getaffinity), or -errno. */
+int CLibBPF_affinity_cpus(void);
+
 /* setns(fd, CLONE_NEWNET) for the calling thread. Returns 0 or -errno. */
 int CLibBPF_setns_net(int fd);
 

@@ -4,6 +4,8 @@ extension Operations {
         public var stale = false
         public var mode: EntryPrinter.Mode = .table(wide: false)
         public var graceNs = StaleDefaults.graceNs
+        /// Threads reading the map (nil: CPUs.available).
+        public var threads: Int?
         public init() {}
     }
 
@@ -24,14 +26,14 @@ extension Operations {
         let now = Timestamp.monotonicNow()
         let printer = EntryPrinter(o.mode, to: console.out, now: now, showReason: o.stale)
         printer.begin()
-        if o.stale {
-            // Reads only: the view of the services is consistent, and partners are looked
-            // up with read-only fds (works on a read-only bpffs).
-            let judge = StaleJudge(try dp.staleRules(holdingLock: false), now: now, graceNs: o.graceNs)
-            try EntryScan(dp, filter: o.filter, judge: judge).run { e, reason in printer.add(e, reason: reason) }
-        } else {
-            try EntryScan(dp, filter: o.filter).run { e, _ in printer.add(e, reason: nil) }
-        }
+        // Reads only: the view of the services is consistent, and partners are looked up with
+        // read-only fds (works on a read-only bpffs).
+        let scan =
+            o.stale
+            ? EntryScan(
+                dp, filter: o.filter, judge: StaleJudge(try dp.staleRules(holdingLock: false), now: now, graceNs: o.graceNs))
+            : EntryScan(dp, filter: o.filter)
+        try scan.run(threads: o.threads ?? CPUs.available, into: printer)
         printer.end()
         if o.mode != .count {
             console.err.line("\(printer.count) \(o.stale ? "stale " : "")entr\(printer.count == 1 ? "y" : "ies") shown")

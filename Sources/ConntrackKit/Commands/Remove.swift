@@ -3,6 +3,8 @@ extension Operations {
         public var dryRun = false
         public var mode: EntryPrinter.Mode = .table(wide: false)
         public var auditLog: String?
+        /// Threads reading the map (nil: CPUs.available).
+        public var threads: Int?
         public init() {}
     }
 
@@ -50,9 +52,14 @@ extension Operations {
             printer.add(e, reason: nil, outcome: outcome)
             if case .deleted(let partner) = outcome { try audit?.deleted(e, why: why, withPartner: partner, now: now) }
         }
-        try EntryScan(dp, filter: ConntrackFilter()).run { e, _ in
-            if matches(e) { try remover.add(e, reason: nil) }
-        }
+        let scan = EntryScan(dp, filter: ConntrackFilter())
+        scan.threads = o.threads ?? CPUs.available
+        let lock = Lock()
+        try scan.run(sinks: { _ in
+            { e, _ in
+                if matches(e) { try lock.withLock { try remover.add(e, reason: nil) } }
+            }
+        })
         try remover.flush()
         printer.end()
         return remover.counts

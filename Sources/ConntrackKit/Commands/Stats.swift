@@ -1,5 +1,11 @@
 import CLibBPF
 
+/// One scanning thread's share of `conntrack stats`.
+final class StatsShare {
+    var stats = ConntrackStats()
+    var oldest = UInt64.max
+}
+
 /// `conntrack stats`: what the conntrack map holds, how full it is, the services, the
 /// datapath counters. One streamed pass over the map.
 public struct ConntrackStats: Sendable {
@@ -24,39 +30,57 @@ public struct ConntrackStats: Sendable {
     public var nearFull: Bool { occupancy > Occupancy.warnFraction }
 
     /// `conntrack stats`.
-    public static func gather(_ target: SessionOptions, console: Console? = nil) throws -> ConntrackStats {
-        try Operations.session(target, readOnly: true, console: console).run(GatherOp())
+    public static func gather(_ target: SessionOptions, threads: Int? = nil, console: Console? = nil) throws -> ConntrackStats {
+        try Operations.session(target, readOnly: true, console: console).run(GatherOp(threads: threads ?? CPUs.available))
     }
 
     struct GatherOp: DataplaneOperation {
-        func run<D: Dataplane>(_ dp: D) throws -> ConntrackStats { try ConntrackStats.gather(dp) }
+        let threads: Int
+        func run<D: Dataplane>(_ dp: D) throws -> ConntrackStats { try ConntrackStats.gather(dp, threads: threads) }
     }
 
-    static func gather<D: Dataplane>(_ dp: D) throws -> ConntrackStats {
+    /// One thread's share of the counts.
+    mutating func count<E: EntryFacts>(_ e: E, oldest: inout UInt64) {
+        byType[Int(e.type.rawValue)] += 1
+        switch e.proto {
+        case 17: udp += 1
+        case 6: tcp += 1
+        default: otherProto += 1
+        }
+        if e.familyRaw == 6 { ipv6 += 1 } else { ipv4 += 1 }
+        let seen = e.lastSeenNs
+        if seen < oldest {
+            oldest = seen
+            self.oldest = e.flowKey
+        }
+        entries += 1
+    }
+
+    static func gather<D: Dataplane>(_ dp: D, threads: Int = 1) throws -> ConntrackStats {
         let now = Timestamp.monotonicNow()
         var s = ConntrackStats()
         s.layout = D.layoutName
         s.caveats = dp.caveats
         s.maxEntries = UInt32(dp.conntrackCapacity)
+        // each thread counts its own share; the shares add up
+        let shares = (0..<max(1, threads)).map { _ in StatsShare() }
+        let scan = EntryScan(dp, filter: ConntrackFilter())
+        scan.threads = shares.count
+        try scan.run(sinks: { i in { e, _ in shares[i].stats.count(e, oldest: &shares[i].oldest) } })
         var oldestSeen = UInt64.max
-        try dp.scan { batch in
-            for i in 0..<batch.count {
-                let e = batch[i]
-                s.byType[Int(e.type.rawValue)] += 1
-                switch e.proto {
-                case 17: s.udp += 1
-                case 6: s.tcp += 1
-                default: s.otherProto += 1
-                }
-                if e.familyRaw == 6 { s.ipv6 += 1 } else { s.ipv4 += 1 }
-                let seen = e.lastSeenNs
-                if seen < oldestSeen {
-                    oldestSeen = seen
-                    s.oldest = e.flowKey
-                }
+        for share in shares {
+            let t = share.stats
+            s.entries += t.entries
+            for i in 0..<3 { s.byType[i] += t.byType[i] }
+            s.udp += t.udp
+            s.tcp += t.tcp
+            s.otherProto += t.otherProto
+            s.ipv4 += t.ipv4
+            s.ipv6 += t.ipv6
+            if share.oldest < oldestSeen {
+                oldestSeen = share.oldest
+                s.oldest = t.oldest
             }
-            s.entries += batch.count
-            return true
         }
         if oldestSeen != .max { s.oldestLastSeenAgoNs = now > oldestSeen ? now - oldestSeen : 0 }
         let services = try dp.services()

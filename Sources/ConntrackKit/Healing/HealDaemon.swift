@@ -23,7 +23,10 @@ public final class HealDaemon {
     public init(_ target: SessionOptions, config: Config, logger: Logger) throws(CtctlError) {
         // A metrics path that cannot be written is an error now, not after the first pass.
         metrics = try config.metricsFile.map { p throws(CtctlError) in try HealMetrics(path: p) }
-        healer = try Healer(target, options: config.options, auditCommand: "heal")
+        var options = config.options
+        // a node's background job: one thread unless told otherwise
+        if options.threads == nil { options.threads = 1 }
+        healer = try Healer(target, options: options, auditCommand: "heal")
         self.config = config
         self.logger = logger
     }

@@ -8,6 +8,8 @@ public struct HealOptions: Sendable {
     public var dryRun = false
     public var graceNs = StaleDefaults.graceNs
     public var auditLog: String?
+    /// Threads reading the map (nil: CPUs.available; the watching heal uses 1).
+    public var threads: Int?
     public init() {}
 }
 
@@ -96,7 +98,10 @@ public final class Healer {
         }
         let scan = EntryScan(dp, filter: options.filter, judge: judge)
         scan.shouldStop = shouldStop
-        try scan.run { e, reason in try remover.add(e, reason: reason) }
+        scan.threads = options.threads ?? CPUs.available
+        // the threads judge; deleting (and reporting) is one at a time, through the remover
+        let lock = Lock()
+        try scan.run(sinks: { _ in { e, reason in try lock.withLock { try remover.add(e, reason: reason) } } })
         try remover.flush()
 
         let c = remover.counts

@@ -25,13 +25,65 @@ public final class PairLedger {
     let cells: UnsafeMutablePointer<UInt64>
     let bits: Int
     let perTable: Int
-    /// Inserts wait here (their words, sign and cell offsets) and are applied in bursts:
-    /// the cells are cache misses, and a tight loop over independent cells lets the CPU
-    /// overlap them.
+    /// Inserts wait in a writer's queue (their words, sign and cell offsets) and are applied
+    /// in bursts: the cells are cache misses, and a tight loop over independent cells lets the
+    /// CPU overlap them. Each scanning thread has its own writer; applying takes the lock, so
+    /// one ledger serves every thread of a scan.
     static let queueSize = 128
-    let queue: UnsafeMutablePointer<UInt64>  // 13 words + sign + 3 cell offsets an element
-    static let queueStride = 17
-    var queued = 0
+    static let queueStride = 17  // 13 words + sign + 3 cell offsets an element
+    let lock = Lock()
+    /// The writer of a single-threaded user.
+    lazy var writer = Writer(self)
+
+    /// One thread's queue of inserts into the ledger.
+    public final class Writer {
+        let ledger: PairLedger
+        let queue: UnsafeMutablePointer<UInt64>
+        var queued = 0
+
+        init(_ ledger: PairLedger) {
+            self.ledger = ledger
+            queue = .allocate(capacity: PairLedger.queueSize * PairLedger.queueStride)
+        }
+
+        deinit { queue.deallocate() }
+
+        /// Adds a pair identity (PairLedger.identityWords words) with its sign (forward: +1,
+        /// reverse: -1).
+        @inline(__always)
+        public func add(_ identity: UnsafePointer<UInt64>, sign: Int) {
+            let p = queue + queued * PairLedger.queueStride
+            p[0] = 0
+            for i in 0..<PairLedger.identityWords { p[1 + i] = identity[i] }
+            p[12] = PairLedger.check(p)
+            p[13] = UInt64(bitPattern: Int64(sign))
+            for t in 0..<PairLedger.tables {
+                let c = ledger.cell(t, p[12])
+                CLibBPF_prefetch_write(c)
+                CLibBPF_prefetch_write(c + 8)  // a cell spans two cache lines
+                p[14 + t] = UInt64(c - ledger.cells)
+            }
+            queued += 1
+            if queued == PairLedger.queueSize { drain() }
+        }
+
+        /// Applies the queued inserts.
+        public func drain() {
+            guard queued > 0 else { return }
+            ledger.lock.lock()
+            for q in 0..<queued {
+                let p = queue + q * PairLedger.queueStride
+                let sign = p[13]
+                for t in 0..<PairLedger.tables {
+                    let c = ledger.cells + Int(p[14 + t])
+                    c[0] = c[0] &+ sign
+                    for i in 1..<PairLedger.words { c[i] ^= p[i] }
+                }
+            }
+            ledger.lock.unlock()
+            queued = 0
+        }
+    }
 
     /// A pair whose other half never showed up.
     public struct Element: Sendable {
@@ -52,12 +104,10 @@ public final class PairLedger {
         // calloc: zero pages on demand
         cells = calloc(PairLedger.tables * perTable * PairLedger.words, 8)!.bindMemory(
             to: UInt64.self, capacity: PairLedger.tables * perTable * PairLedger.words)
-        queue = .allocate(capacity: PairLedger.queueSize * PairLedger.queueStride)
     }
 
     deinit {
         free(cells)
-        queue.deallocate()
     }
 
     @inline(__always)
@@ -92,43 +142,15 @@ public final class PairLedger {
         }
     }
 
-    /// Adds a pair identity (PairLedger.identityWords words) with its sign (forward: +1,
-    /// reverse: -1).
+    /// Adds a pair identity through the ledger's own writer (a single-threaded user).
     @inline(__always)
-    public func add(_ identity: UnsafePointer<UInt64>, sign: Int) {
-        let p = queue + queued * PairLedger.queueStride
-        p[0] = 0
-        for i in 0..<PairLedger.identityWords { p[1 + i] = identity[i] }
-        p[12] = PairLedger.check(p)
-        p[13] = UInt64(bitPattern: Int64(sign))
-        for t in 0..<PairLedger.tables {
-            let c = cell(t, p[12])
-            CLibBPF_prefetch_write(c)
-            CLibBPF_prefetch_write(c + 8)  // a cell spans two cache lines
-            p[14 + t] = UInt64(c - cells)
-        }
-        queued += 1
-        if queued == PairLedger.queueSize { drain() }
-    }
-
-    /// Applies the queued inserts.
-    func drain() {
-        for q in 0..<queued {
-            let p = queue + q * PairLedger.queueStride
-            let sign = p[13]
-            for t in 0..<PairLedger.tables {
-                let c = cells + Int(p[14 + t])
-                c[0] = c[0] &+ sign
-                for i in 1..<PairLedger.words { c[i] ^= p[i] }
-            }
-        }
-        queued = 0
-    }
+    public func add(_ identity: UnsafePointer<UInt64>, sign: Int) { writer.add(identity, sign: sign) }
 
     /// The leftover elements, and whether they are all of them (false: the table
     /// overflowed, and some half pairs could not be recovered).
+    /// Every writer must have drained first (the ledger's own writer is drained here).
     public func decode() -> (elements: [Element], complete: Bool) {
-        drain()
+        writer.drain()
         let total = PairLedger.tables * perTable
         func pure(_ c: UnsafeMutablePointer<UInt64>) -> Bool {
             (c[0] == 1 || c[0] == UInt64.max) && PairLedger.check(c) == c[12]

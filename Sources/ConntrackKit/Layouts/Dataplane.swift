@@ -21,6 +21,9 @@ public protocol Dataplane: AnyObject {
     associatedtype Batch: EntryBatch where Batch.Entry == Entry
     associatedtype Rules: StaleRules where Rules.Entry == Entry
     associatedtype Remover: EntryRemover where Remover.Entry == Entry
+    /// Buffers for lookups by key: one a scanning thread (makeScratch), one for everything
+    /// else (defaultScratch).
+    associatedtype Scratch
 
     /// The layout's name, as `--layout` takes it.
     static var layoutName: String { get }
@@ -52,22 +55,28 @@ public protocol Dataplane: AnyObject {
     func writerLock(timeoutMs: Int) throws(CtctlError) -> WriterLock
     func verify(holding lock: WriterLock) throws(CtctlError)
 
-    /// Streams every conntrack entry, one batch of one map at a time, in fixed memory.
-    /// `body` returns false to stop after that batch.
-    func scan(_ body: (Batch) throws -> Bool) throws
+    /// The conntrack maps, split into about `n` disjoint parts (bucket ranges) that threads
+    /// can read at once; one part a map when a map cannot be split.
+    func scanParts(_ n: Int) -> [ScanPart]
+    /// Streams one part, one batch at a time, in fixed memory. `body` returns false to stop
+    /// after that batch; `uncertain`: the batch is one bucket at the part's end that may also
+    /// be the next part's first (EntryScan de-duplicates it).
+    func scan(_ part: ScanPart, _ body: (_ batch: Batch, _ uncertain: Bool) throws -> Bool) throws
+    func makeScratch() -> Scratch
+    var defaultScratch: Scratch { get }
     /// The entries of one flow, by key, never by scanning: the tuple (client -> service),
     /// its reverse, and the partner of each NAT half found; valid during the call.
     func entries(of flow: FlowKey, _ body: ([Entry]) throws -> Void) throws
     /// The intact NAT partner of `e` (by the datapath's own rule), or nil. The entry passed
     /// to `body` is valid during the call.
-    func partner(of e: Entry, _ body: (Entry?) throws -> Void) throws
+    func partner(of e: Entry, scratch: Scratch, _ body: (Entry?) throws -> Void) throws
     /// The identity of `e`'s pair for the PairLedger: forward key, reverse key and a tag
     /// (a created time, or 0), written to `w` (PairLedger.identityWords words). Returns +1
     /// for a forward half, -1 for a reverse half.
-    func ledgerIdentity(_ e: Entry, into w: UnsafeMutablePointer<UInt64>) -> Int
+    func ledgerIdentity(_ e: Entry, into w: UnsafeMutablePointer<UInt64>, scratch: Scratch) -> Int
     /// Re-reads the half a ledger names: `body` gets it only if it is still there with the
     /// same identity.
-    func reread(_ c: PairLedger.Element, _ body: (Entry) throws -> Void) throws
+    func reread(_ c: PairLedger.Element, scratch: Scratch, _ body: (Entry) throws -> Void) throws
 
     /// The layout's rules on one consistent view of its services. `holdingLock`: the caller
     /// holds the writers' lock (a view is not waited for when no writer can be writing).
@@ -96,6 +105,60 @@ public protocol Dataplane: AnyObject {
     func serviceEpoch() throws -> UInt32?
 }
 
+extension Dataplane {
+    /// Every conntrack entry, one part after the other, on this thread.
+    public func scan(_ body: (Batch) throws -> Bool) throws {
+        for part in scanParts(1) {
+            var go = true
+            try scan(part) { batch, _ in
+                go = try body(batch)
+                return go
+            }
+            if !go { return }
+        }
+    }
+
+    public func partner(of e: Entry, _ body: (Entry?) throws -> Void) throws {
+        try partner(of: e, scratch: defaultScratch, body)
+    }
+}
+
+/// A part of a layout's conntrack maps a thread reads: which map (the layout's own index),
+/// and which of its buckets (nil: all of it, read as one).
+public struct ScanPart: Sendable {
+    public let map: Int
+    public let buckets: Range<UInt32>?
+    public let totalBuckets: UInt32
+
+    public init(map: Int, buckets: Range<UInt32>?, totalBuckets: UInt32) {
+        self.map = map
+        self.buckets = buckets
+        self.totalBuckets = totalBuckets
+    }
+
+    /// Splits a map of `total` buckets (nil: not splittable) into up to `n` parts.
+    public static func split(map: Int, total: UInt32?, _ n: Int) -> [ScanPart] {
+        guard let total, n > 1, total >= UInt32(n) * 64 else {
+            return [ScanPart(map: map, buckets: nil, totalBuckets: total ?? 0)]
+        }
+        let step = total / UInt32(n)
+        return (0..<n).map { i in
+            let lo = UInt32(i) * step
+            let hi = i == n - 1 ? total : lo + step
+            return ScanPart(map: map, buckets: lo..<hi, totalBuckets: total)
+        }
+    }
+
+    /// Reads this part of `map` with `reader`.
+    func read(_ map: BPFMap, _ reader: RawBatchReader, _ body: (_ count: Int, _ uncertain: Bool) throws -> Bool) throws {
+        if let buckets {
+            try reader.read(map, buckets: buckets, total: totalBuckets, body)
+        } else {
+            try reader.read(map) { try body($0, false) }
+        }
+    }
+}
+
 /// What a user chose that a layout may need at open.
 public struct LayoutOptions: Sendable {
     /// `--timeout`: idle timeouts, for a layout whose maps do not hold its own (Calico).
@@ -110,6 +173,13 @@ public protocol EntryBatch {
     associatedtype Entry: EntryFacts
     var count: Int { get }
     subscript(i: Int) -> Entry { get }
+    /// The raw keys and values (count entries, at their sizes).
+    var rawKeys: UnsafeRawPointer { get }
+    var rawValues: UnsafeRawPointer { get }
+    var keySize: Int { get }
+    var valueSize: Int { get }
+    /// A batch of the same map viewed over other memory (entries kept across a scan).
+    func over(keys: UnsafeRawPointer, values: UnsafeRawPointer, count: Int) -> Self
 }
 
 /// What happened to one entry handed to a remover: the entry, the reason it was judged

@@ -21,6 +21,10 @@ public final class EntryPrinter {
     var heldRows: [[[UInt8]]] = []
     var sized = false
     static let sizingRows = 256
+    /// Threads' output arrives whole chunks at a time under this lock (Worker).
+    let lock = Lock()
+    /// JSON: whether an entry went out yet (the first has no comma before it).
+    var jsonStarted = false
 
     /// `showReason`: a REASON column / a non-null `reason`; `resultColumn`: a RESULT column
     /// for remove and heal reports.
@@ -50,7 +54,8 @@ public final class EntryPrinter {
         case .count:
             return
         case .json:
-            w.ascii(count == 1 ? "\n" : ",\n")
+            w.ascii(jsonStarted ? ",\n" : "\n")
+            jsonStarted = true
             EntryJSON.write(
                 e, now: now, reason: reason, into: &w, extra: outcome.map { o in { w in EntryPrinter.outcomeJSON(o, &w) } })
             w.flushIfFull()
@@ -71,6 +76,70 @@ public final class EntryPrinter {
             if !sized && count > 0 { sizeAndRelease() }
         }
         w.flush()
+    }
+
+    /// A printer for one of a scan's threads: it formats entries into its own buffer and hands
+    /// whole buffers to this printer (`EntryScan.threads`). Call `finish()` when its thread is
+    /// done.
+    public func worker() -> Worker { Worker(self) }
+
+    public final class Worker {
+        let shared: EntryPrinter
+        var w = ByteWriter(stream: nil)
+        var count = 0
+        /// The table's columns are sized (by the first rows, through the shared printer).
+        var sized = false
+
+        init(_ shared: EntryPrinter) { self.shared = shared }
+
+        @inline(__always)
+        public func add<E: EntryFacts>(_ e: E, reason: StaleReason?, outcome: DeleteOutcome? = nil) {
+            count += 1
+            switch shared.mode {
+            case .count:
+                return
+            case .json:
+                w.ascii(",\n")
+                EntryJSON.write(
+                    e, now: shared.now, reason: reason, into: &w,
+                    extra: outcome.map { o in { w in EntryPrinter.outcomeJSON(o, &w) } })
+                if w.bytes.count >= 1 << 16 { hand() }
+            case .table(let wide):
+                let cells = shared.cells(e, wide: wide, reason: reason, outcome: outcome)
+                if !sized {
+                    // the first rows of all threads size the columns, in the shared printer
+                    let taken = shared.lock.withLock { () -> Bool in
+                        if shared.sized { return false }
+                        shared.row(cells)
+                        return true
+                    }
+                    if taken { return }
+                    sized = true
+                }
+                shared.write(cells, into: &w)
+                if w.bytes.count >= 1 << 16 { hand() }
+            }
+        }
+
+        /// Hands the buffer to the shared printer, whole.
+        func hand() {
+            guard !w.bytes.isEmpty else { return }
+            shared.lock.withLock {
+                var bytes = w.bytes[...]
+                if shared.mode == .json && !shared.jsonStarted {
+                    bytes = bytes.dropFirst()  // the first entry has no comma before it
+                    shared.jsonStarted = true
+                }
+                shared.w.append(Array(bytes))
+                shared.w.flushIfFull()
+            }
+            w = ByteWriter(stream: nil)
+        }
+
+        public func finish() {
+            hand()
+            shared.lock.withLock { shared.count += count }
+        }
     }
 
     static func outcomeJSON(_ o: DeleteOutcome, _ w: inout ByteWriter) {
@@ -157,11 +226,24 @@ public final class EntryPrinter {
         heldRows.removeAll()
     }
 
-    func write(_ cells: [[UInt8]]) {
+    func write(_ cells: [[UInt8]]) { write(cells, into: &w) }
+
+    func write(_ cells: [[UInt8]], into w: inout ByteWriter) {
         for (i, c) in cells.enumerated() {
             w.append(c)
             if i < cells.count - 1 { w.spaces(widths[i] - c.count + 2) }
         }
         w.byte(10)
+    }
+}
+
+extension EntryScan {
+    /// Runs the scan with `threads` threads, each printing through its own printer worker.
+    public func run(threads: Int, into printer: EntryPrinter) throws {
+        self.threads = threads
+        guard threads > 1 else { return try run { e, reason in printer.add(e, reason: reason) } }
+        let workers = (0..<threads).map { _ in printer.worker() }
+        try run(sinks: { i in { e, reason in workers[i].add(e, reason: reason) } })
+        for w in workers { w.finish() }
     }
 }

@@ -26,6 +26,7 @@ struct ListCommand: CtctlCommand {
             """)
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var scan: ThreadOptions
     @OptionGroup var judge: JudgeOptions
     @OptionGroup var filters: FilterOptions
     @OptionGroup var output: OutputOptions
@@ -37,6 +38,7 @@ struct ListCommand: CtctlCommand {
         o.filter = try filters.filter()
         o.stale = stale
         o.mode = count ? .count : output.mode
+        o.threads = scan.threads
         try Operations.list(try judge.apply(to: global.target), o, console: console)
         return .success
     }

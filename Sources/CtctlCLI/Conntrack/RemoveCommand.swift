@@ -22,6 +22,7 @@ struct RemoveCommand: CtctlCommand {
             """)
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var scan: ThreadOptions
     @Argument(help: "Protocol: udp, tcp, or a number.") var proto: String
     @Argument(help: ArgumentHelp("Destination address (e.g. the VIP).", valueName: "dst")) var dst: String
     @Argument(help: ArgumentHelp("Source address (e.g. the client).", valueName: "src")) var src: String
@@ -41,6 +42,7 @@ struct RemoveCommand: CtctlCommand {
         o.dryRun = dryRun
         o.mode = output.mode
         o.auditLog = auditLog
+        o.threads = scan.threads
         return try Operations.remove(global.target, match, o, console: console)
     }
 }

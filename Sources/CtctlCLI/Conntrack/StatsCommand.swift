@@ -17,12 +17,13 @@ struct StatsCommand: CtctlCommand {
             """)
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var scan: ThreadOptions
     @OptionGroup var output: OutputOptions
 
     func validate() throws { try output.require([.table, .json], by: "conntrack stats") }
 
     func execute(_ console: Console) throws -> ExitStatus {
-        let s = try ConntrackStats.gather(global.target, console: console)
+        let s = try ConntrackStats.gather(global.target, threads: scan.threads, console: console)
         console.out.write(output.json ? s.json().render() + "\n" : s.renderText())
         return .success
     }

@@ -36,6 +36,7 @@ struct HealCommand: CtctlCommand {
             """)
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var scan: ThreadOptions
     @OptionGroup var judge: JudgeOptions
     @Flag(help: "Run one pass and exit (0: something was healed, 1: nothing was stale).") var once = false
     @Flag(help: "Judge and report, delete nothing.") var dryRun = false
@@ -65,6 +66,7 @@ struct HealCommand: CtctlCommand {
         o.dryRun = dryRun
         o.auditLog = auditLog
         o.graceNs = try Parse.duration(grace, what: "--grace")
+        o.threads = scan.threads
         if once {
             return try Operations.healOnce(try judge.apply(to: global.target), o, mode: output.mode, console: console)
         }

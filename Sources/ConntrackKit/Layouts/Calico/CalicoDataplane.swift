@@ -13,6 +13,15 @@ public struct CalicoBatch: EntryBatch {
         CalicoEntry(
             keys + i * family.format.keySize, values + i * family.format.valueSize, family.format, family.generation)
     }
+
+    public var rawKeys: UnsafeRawPointer { keys }
+    public var rawValues: UnsafeRawPointer { values }
+    public var keySize: Int { family.format.keySize }
+    public var valueSize: Int { family.format.valueSize }
+
+    public func over(keys: UnsafeRawPointer, values: UnsafeRawPointer, count: Int) -> CalicoBatch {
+        CalicoBatch(keys: keys, values: values, family: family, count: count)
+    }
 }
 
 /// Calico's eBPF dataplane maps (v3.29 to today, IPv4 and IPv6), read the way Calico's own
@@ -28,6 +37,8 @@ public final class CalicoDataplane: @unchecked Sendable {
     /// What ctctl chose by itself (which ct map, when two are pinned).
     public let notes: [String]
     let btfChecked: Bool
+    /// Buffers for lookups by key outside a scan's threads.
+    public private(set) lazy var defaultScratch = makeScratch()
     /// The view the last staleRules read (a pass's remover compares orphans with it).
     var lastView: CalicoServiceView?
     /// The backends' digest and when it was taken (serviceVersion reads them once a second).
@@ -164,33 +175,37 @@ extension CalicoDataplane: Dataplane {
 
     // MARK: reading
 
-    public func scan(_ body: (CalicoBatch) throws -> Bool) throws {
-        for f in families {
-            let reader = RawBatchReader(keySize: f.format.keySize, valueSize: f.format.valueSize, capacity: 8192)
-            var stopped = false
-            try reader.read(f.ct) { n in
-                let go = try body(CalicoBatch(keys: reader.keys, values: reader.values, family: f, count: n))
-                stopped = !go
-                return go
-            }
-            if stopped { return }
+    /// Each family's conntrack map split into parts (an IPv6 map is usually small: its parts
+    /// end up empty and cost one call each).
+    public func scanParts(_ n: Int) -> [ScanPart] {
+        families.indices.flatMap { i in ScanPart.split(map: i, total: families[i].ctBuckets, n) }
+    }
+
+    public func scan(_ part: ScanPart, _ body: (CalicoBatch, Bool) throws -> Bool) throws {
+        let f = families[part.map]
+        let reader = RawBatchReader(keySize: f.format.keySize, valueSize: f.format.valueSize, capacity: 8192)
+        try part.read(f.ct, reader) { n, uncertain in
+            try body(CalicoBatch(keys: reader.keys, values: reader.values, family: f, count: n), uncertain)
         }
     }
+
+    public func makeScratch() -> CalicoScratch { CalicoScratch() }
 
     public func entries(of flow: FlowKey, _ body: ([CalicoEntry]) throws -> Void) throws {
         guard let f = family(flow.src.address.family == .v6) else { return try body([]) }
         let found = EntryBuffer(keySize: f.format.keySize, valueSize: f.format.valueSize, capacity: 4)
+        let b = defaultScratch.of(f.format.v6)
         var seen = HandledKeys()
         func add(_ key: UnsafeRawPointer) throws {
             if seen.contains(key, count: f.format.keySize) || found.isFull { return }
             seen.insert(key, count: f.format.keySize)
-            guard try f.ct.lookup(key, into: f.scratchValue) else { return }
-            found.append(key: key, value: f.scratchValue, nil)
+            guard try f.ct.lookup(key, into: b.value) else { return }
+            found.append(key: key, value: b.value, nil)
         }
-        f.format.writeKey(f.scratchKey, proto: flow.proto.number, flow.src, flow.dst)
+        f.format.writeKey(b.key, proto: flow.proto.number, flow.src, flow.dst)
         let first = UnsafeMutableRawPointer.allocate(byteCount: f.format.keySize, alignment: 8)
         defer { first.deallocate() }
-        first.copyMemory(from: f.scratchKey, byteCount: f.format.keySize)
+        first.copyMemory(from: b.key, byteCount: f.format.keySize)
         try add(first)
         var i = 0
         while i < found.count {
@@ -204,51 +219,53 @@ extension CalicoDataplane: Dataplane {
     /// The datapath's own rule: a NAT_FWD's NAT_REV is the entry at its nat_rev_key, of type
     /// NAT_REV; a NAT_REV's NAT_FWD is at the key of its original client and VIP (or with
     /// source port 0, Calico's port-conflict path), of type NAT_FWD, pointing back at it.
-    public func partner(of e: CalicoEntry, _ body: (CalicoEntry?) throws -> Void) throws {
+    public func partner(of e: CalicoEntry, scratch: CalicoScratch, _ body: (CalicoEntry?) throws -> Void) throws {
         guard e.isNAT, let f = family(e.format.v6) else { return try body(nil) }
         let size = f.format.keySize
+        let b = scratch.of(e.format.v6)
         if e.isForward {
-            f.partnerKey.copyMemory(from: e.revKey, byteCount: size)
+            b.partnerKey.copyMemory(from: e.revKey, byteCount: size)
             let ok =
-                try f.ct.lookup(UnsafeRawPointer(f.partnerKey), into: f.partnerValue)
-                && f.partnerValue.load(fromByteOffset: CalicoFormat.type, as: UInt8.self) == Calico.typeNATReverse
-            return try body(ok ? f.entry(f.partnerKey, f.partnerValue) : nil)
+                try f.ct.lookup(UnsafeRawPointer(b.partnerKey), into: b.partnerValue)
+                && b.partnerValue.load(fromByteOffset: CalicoFormat.type, as: UInt8.self) == Calico.typeNATReverse
+            return try body(ok ? f.entry(b.partnerKey, b.partnerValue) : nil)
         }
         for sport in [e.originalClientPort, 0] {
-            e.writeForwardKey(f.partnerKey, sport: sport)
-            guard try f.ct.lookup(UnsafeRawPointer(f.partnerKey), into: f.partnerValue),
-                f.partnerValue.load(fromByteOffset: CalicoFormat.type, as: UInt8.self) == Calico.typeNATForward,
-                memcmp(f.partnerValue + CalicoFormat.natRevKey, e.key, size) == 0
+            e.writeForwardKey(b.partnerKey, sport: sport)
+            guard try f.ct.lookup(UnsafeRawPointer(b.partnerKey), into: b.partnerValue),
+                b.partnerValue.load(fromByteOffset: CalicoFormat.type, as: UInt8.self) == Calico.typeNATForward,
+                memcmp(b.partnerValue + CalicoFormat.natRevKey, e.key, size) == 0
             else { continue }
-            return try body(f.entry(f.partnerKey, f.partnerValue))
+            return try body(f.entry(b.partnerKey, b.partnerValue))
         }
         try body(nil)
     }
 
     /// (family, forward key, reverse key): the forward half is its own key and its
     /// nat_rev_key; the reverse half is the forward key it implies and its own key.
-    public func ledgerIdentity(_ e: CalicoEntry, into w: UnsafeMutablePointer<UInt64>) -> Int {
+    public func ledgerIdentity(_ e: CalicoEntry, into w: UnsafeMutablePointer<UInt64>, scratch: CalicoScratch) -> Int {
         w[0] = UInt64(e.familyRaw)
         if e.isForward {
             e.format.keyWords(e.key, into: w + 1)
             e.format.keyWords(e.revKey, into: w + 6)
             return 1
         }
-        let f = family(e.format.v6)!
-        e.writeForwardKey(f.scratchKey)
-        e.format.keyWords(f.scratchKey, into: w + 1)
+        let key = scratch.of(e.format.v6).key
+        e.writeForwardKey(key)
+        e.format.keyWords(key, into: w + 1)
         e.format.keyWords(e.key, into: w + 6)
         return -1
     }
 
-    public func reread(_ c: PairLedger.Element, _ body: (CalicoEntry) throws -> Void) throws {
+    public func reread(_ c: PairLedger.Element, scratch: CalicoScratch, _ body: (CalicoEntry) throws -> Void) throws {
         guard let f = family(c.tag == 6) else { return }
-        let raw = UnsafeMutableRawPointer(f.scratchKey)
+        let b = scratch.of(c.tag == 6)
+        let raw = b.key
         var bytes = c.presentKey.flatMap { w in (0..<8).map { UInt8(truncatingIfNeeded: w >> UInt64(8 * $0)) } }
         bytes = Array(bytes.prefix(f.format.keySize))
         raw.copyMemory(from: bytes, byteCount: f.format.keySize)
-        guard try f.ct.lookup(UnsafeRawPointer(raw), into: f.scratchValue),
-            f.scratchValue.load(fromByteOffset: CalicoFormat.type, as: UInt8.self) == c.presentType.rawValue
+        guard try f.ct.lookup(UnsafeRawPointer(raw), into: b.value),
+            b.value.load(fromByteOffset: CalicoFormat.type, as: UInt8.self) == c.presentType.rawValue
         else { return }
         // the body may look the partner up: the entry lives in its own copy
         let key = UnsafeMutableRawPointer.allocate(byteCount: f.format.keySize, alignment: 8)
@@ -258,7 +275,7 @@ extension CalicoDataplane: Dataplane {
             value.deallocate()
         }
         key.copyMemory(from: raw, byteCount: f.format.keySize)
-        value.copyMemory(from: f.scratchValue, byteCount: f.format.valueSize)
+        value.copyMemory(from: b.value, byteCount: f.format.valueSize)
         try body(f.entry(key, value))
     }
 

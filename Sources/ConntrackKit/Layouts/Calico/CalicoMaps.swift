@@ -10,11 +10,8 @@ final class CalicoFamily: @unchecked Sendable {
     let frontends: BPFMap
     let backends: BPFMap
     let routes: BPFMap
-    /// Scratch for lookups by key (one command, one thread).
-    let scratchKey: UnsafeMutableRawPointer
-    let scratchValue: UnsafeMutableRawPointer
-    let partnerKey: UnsafeMutableRawPointer
-    let partnerValue: UnsafeMutableRawPointer
+    /// The conntrack map's bucket count (nil: read it with one thread).
+    lazy var ctBuckets: UInt32? = RawBatchReader.bucketCount(ct)
 
     init(format: CalicoFormat, ct: BPFMap, generation: CalicoGeneration, frontends: BPFMap, backends: BPFMap, routes: BPFMap) {
         self.format = format
@@ -23,17 +20,6 @@ final class CalicoFamily: @unchecked Sendable {
         self.frontends = frontends
         self.backends = backends
         self.routes = routes
-        scratchKey = .allocate(byteCount: format.keySize, alignment: 8)
-        scratchValue = .allocate(byteCount: format.valueSize, alignment: 8)
-        partnerKey = .allocate(byteCount: format.keySize, alignment: 8)
-        partnerValue = .allocate(byteCount: format.valueSize, alignment: 8)
-    }
-
-    deinit {
-        scratchKey.deallocate()
-        scratchValue.deallocate()
-        partnerKey.deallocate()
-        partnerValue.deallocate()
     }
 
     var maps: [BPFMap] { [ct, frontends, backends, routes] }
@@ -41,6 +27,35 @@ final class CalicoFamily: @unchecked Sendable {
     func entry(_ key: UnsafeRawPointer, _ value: UnsafeRawPointer) -> CalicoEntry {
         CalicoEntry(key, value, format, generation)
     }
+}
+
+/// One thread's buffers for lookups by key in Calico's conntrack maps, both families.
+public final class CalicoScratch {
+    final class Buffers {
+        let key: UnsafeMutableRawPointer
+        let value: UnsafeMutableRawPointer
+        let partnerKey: UnsafeMutableRawPointer
+        let partnerValue: UnsafeMutableRawPointer
+
+        init(_ f: CalicoFormat) {
+            key = .allocate(byteCount: f.keySize, alignment: 8)
+            value = .allocate(byteCount: f.valueSize, alignment: 8)
+            partnerKey = .allocate(byteCount: f.keySize, alignment: 8)
+            partnerValue = .allocate(byteCount: f.valueSize, alignment: 8)
+        }
+
+        deinit {
+            key.deallocate()
+            value.deallocate()
+            partnerKey.deallocate()
+            partnerValue.deallocate()
+        }
+    }
+
+    let v4 = Buffers(CalicoFormat(v6: false))
+    let v6 = Buffers(CalicoFormat(v6: true))
+
+    @inline(__always) func of(_ v6: Bool) -> Buffers { v6 ? self.v6 : v4 }
 }
 
 /// Opening Calico's maps: which exist, which conntrack generation the datapath uses, and

@@ -14,10 +14,10 @@ public final class ReferenceDataplane: @unchecked Sendable {
     public let stateMap: BPFMap
     public let config: ctctl_config
     private var stateMapping: UnsafeMutablePointer<ctctl_state>?
-    /// Scratch for partner lookups and re-reads (one command, one thread).
-    let partners: PartnerLookup
-    let scratchKey = UnsafeMutablePointer<ctctl_ct_key>.allocate(capacity: 1)
-    let scratchValue = UnsafeMutablePointer<ctctl_ct_value>.allocate(capacity: 1)
+    /// Buffers for lookups by key outside a scan's threads.
+    public private(set) lazy var defaultScratch = makeScratch()
+    /// The conntrack map's bucket count (nil: read it with one thread).
+    lazy var ctBuckets: UInt32? = RawBatchReader.bucketCount(ct)
 
     /// Opens every map of the dataplane at `pinDir`. Read-only commands pass
     /// `readOnly: true` and get read-only fds (BPF_F_RDONLY).
@@ -44,14 +44,10 @@ public final class ReferenceDataplane: @unchecked Sendable {
         counterMap = try MapSpec.counters.open(in: pinDir, readOnly: true)
         attachments = try MapSpec.attach.open(in: pinDir, readOnly: readOnly)
         stateMap = try MapSpec.state.open(in: pinDir, readOnly: readOnly)
-        partners = PartnerLookup(ct)
     }
 
     deinit {
         if let stateMapping { munmap(stateMapping, Int(getpagesize())) }
-        partners.deallocate()
-        scratchKey.deallocate()
-        scratchValue.deallocate()
     }
 
     public var timeouts: Timeouts { Timeouts(config) }

@@ -9,6 +9,17 @@ public struct ReferenceBatch: EntryBatch {
 
     @inline(__always)
     public subscript(i: Int) -> ReferenceEntry { ReferenceEntry(keys + i, values + i) }
+
+    public var rawKeys: UnsafeRawPointer { UnsafeRawPointer(keys) }
+    public var rawValues: UnsafeRawPointer { UnsafeRawPointer(values) }
+    public var keySize: Int { MemoryLayout<ctctl_ct_key>.size }
+    public var valueSize: Int { MemoryLayout<ctctl_ct_value>.size }
+
+    public func over(keys: UnsafeRawPointer, values: UnsafeRawPointer, count: Int) -> ReferenceBatch {
+        ReferenceBatch(
+            keys: keys.assumingMemoryBound(to: ctctl_ct_key.self), values: values.assumingMemoryBound(to: ctctl_ct_value.self),
+            count: count)
+    }
 }
 
 /// The reference dataplane behind the seam.
@@ -48,10 +59,16 @@ extension ReferenceDataplane: Dataplane {
 
     // MARK: reading
 
-    public func scan(_ body: (ReferenceBatch) throws -> Bool) throws {
+    public func scanParts(_ n: Int) -> [ScanPart] { ScanPart.split(map: 0, total: ctBuckets, n) }
+
+    public func scan(_ part: ScanPart, _ body: (ReferenceBatch, Bool) throws -> Bool) throws {
         let reader = BatchReader<ctctl_ct_key, ctctl_ct_value>(capacity: 8192)
-        try reader.read(ct) { n in try body(ReferenceBatch(keys: reader.keys, values: reader.values, count: n)) }
+        try part.read(ct, reader.raw) { n, uncertain in
+            try body(ReferenceBatch(keys: reader.keys, values: reader.values, count: n), uncertain)
+        }
     }
+
+    public func makeScratch() -> ReferenceScratch { ReferenceScratch(ct) }
 
     public func entries(of flow: FlowKey, _ body: ([ReferenceEntry]) throws -> Void) throws {
         let keySize = MemoryLayout<ctctl_ct_key>.size
@@ -75,11 +92,12 @@ extension ReferenceDataplane: Dataplane {
         try body((0..<found.count).map(view))
     }
 
-    public func partner(of e: ReferenceEntry, _ body: (ReferenceEntry?) throws -> Void) throws {
-        try body(try partners.check(e) ? ReferenceEntry(e.partnerKey, partners.value) : nil)
+    public func partner(of e: ReferenceEntry, scratch: ReferenceScratch, _ body: (ReferenceEntry?) throws -> Void) throws {
+        let p = scratch.partners
+        try body(try p.check(e) ? ReferenceEntry(e.partnerKey, p.value) : nil)
     }
 
-    public func ledgerIdentity(_ e: ReferenceEntry, into w: UnsafeMutablePointer<UInt64>) -> Int {
+    public func ledgerIdentity(_ e: ReferenceEntry, into w: UnsafeMutablePointer<UInt64>, scratch: ReferenceScratch) -> Int {
         ReferenceDataplane.ledgerIdentity(e, into: w)
     }
 
@@ -98,13 +116,13 @@ extension ReferenceDataplane: Dataplane {
         return forward ? 1 : -1
     }
 
-    public func reread(_ c: PairLedger.Element, _ body: (ReferenceEntry) throws -> Void) throws {
-        let raw = UnsafeMutableRawPointer(scratchKey)
+    public func reread(_ c: PairLedger.Element, scratch: ReferenceScratch, _ body: (ReferenceEntry) throws -> Void) throws {
+        let raw = UnsafeMutableRawPointer(scratch.key)
         for (i, w) in c.presentKey.enumerated() { raw.storeBytes(of: w, toByteOffset: i * 8, as: UInt64.self) }
-        guard try ct.lookup(UnsafeRawPointer(scratchKey), into: scratchValue),
-            scratchValue.pointee.created_ns == c.tag, scratchValue.pointee.type == c.presentType.rawValue
+        guard try ct.lookup(UnsafeRawPointer(scratch.key), into: scratch.value),
+            scratch.value.pointee.created_ns == c.tag, scratch.value.pointee.type == c.presentType.rawValue
         else { return }
-        try body(ReferenceEntry(scratchKey, scratchValue))
+        try body(ReferenceEntry(scratch.key, scratch.value))
     }
 
     // MARK: judging

@@ -23,8 +23,6 @@ public final class ReferenceRemover: EntryRemover {
         self.report = report
     }
 
-    deinit { partners.deallocate() }
-
     public var dryRun: Bool { stager == nil }
 
     public func add(_ e: ReferenceEntry, reason: StaleReason?) throws {
