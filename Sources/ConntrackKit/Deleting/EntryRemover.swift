@@ -61,11 +61,18 @@ public struct RemovalCounts: Sendable {
     }
 }
 
-/// The keys a remover deleted (or, dry run, would delete) so far, partners included: a later
-/// slot for an entry that went with its partner is not reported again. Keys are kept as
-/// 64-bit hashes: a collision could only hide a report line, never change what is deleted.
+/// The keys a remover deleted (or, dry run, would delete) lately, partners included: a later
+/// slot for an entry that went with its partner is not reported again. Such a slot can only
+/// come from a batch a scan thread had already read when the delete happened (later buckets
+/// no longer hold the entry), so only the last `generation` to 2 x `generation` keys are kept,
+/// in two sets of fixed capacity (the older is dropped when the newer is full): 2 x 8192-entry
+/// batches for each of 2 threads, in about 1 MiB at any map size. Keys are kept as 64-bit
+/// hashes: a collision, or a partner that shows up after more deletes than that (more threads,
+/// or a thread descheduled for long), could only add or hide an `already gone` report line, never change what is deleted.
 struct HandledKeys {
-    private var set = Set<UInt64>()
+    static let generation = 1 << 15
+    private var current = Set<UInt64>(minimumCapacity: HandledKeys.generation)
+    private var previous = Set<UInt64>()
 
     /// FNV-1a over the key's bytes.
     static func hash(_ key: UnsafeRawPointer, count: Int) -> UInt64 {
@@ -77,6 +84,16 @@ struct HandledKeys {
         return h
     }
 
-    func contains(_ key: UnsafeRawPointer, count: Int) -> Bool { set.contains(HandledKeys.hash(key, count: count)) }
-    mutating func insert(_ key: UnsafeRawPointer, count: Int) { set.insert(HandledKeys.hash(key, count: count)) }
+    func contains(_ key: UnsafeRawPointer, count: Int) -> Bool {
+        let h = HandledKeys.hash(key, count: count)
+        return current.contains(h) || previous.contains(h)
+    }
+
+    mutating func insert(_ key: UnsafeRawPointer, count: Int) {
+        if current.count >= HandledKeys.generation {
+            previous = current
+            current = Set(minimumCapacity: HandledKeys.generation)
+        }
+        current.insert(HandledKeys.hash(key, count: count))
+    }
 }

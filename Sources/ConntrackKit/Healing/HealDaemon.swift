@@ -36,6 +36,11 @@ public final class HealDaemon {
         return UInt64(max(0, Double(config.intervalNs) + Double.random(in: -span...span)))
     }
 
+    /// The pinned maps are checked against the ones opened (kernel ids: a BPF_OBJ_GET and an
+    /// info query) every this many polls, once a second: most of an idle poll's cost. The epoch
+    /// is read at every poll, and every pass checks all its maps anyway.
+    static let pinCheckPolls = 10
+
     /// Runs until `stop()` is true; returns the number of passes run.
     @discardableResult
     public func run(stop: @escaping () -> Bool) -> Int {
@@ -50,7 +55,9 @@ public final class HealDaemon {
                 "dry_run": "\(config.options.dryRun)",
             ])
         var pending: String? = nil  // a pass to run now whatever the epoch (after a reload)
+        var polls = 0
         while !stop() {
+            defer { polls += 1 }
             let now = Timestamp.monotonicNow()
             if !available {
                 // the dataplane was unloaded: look for it again at every poll (one stat)
@@ -58,7 +65,7 @@ public final class HealDaemon {
                     available = true
                     pending = "reload"
                 }
-            } else if !healer.dataplane.stillPinned() {
+            } else if polls % HealDaemon.pinCheckPolls == 0 && !healer.dataplane.stillPinned() {
                 // the epoch we watch lives in maps that are no longer pinned: unloaded, or
                 // reloaded (new maps at the same paths, whose epoch we would never see move)
                 available = follow("dataplane reloaded: following the new maps")

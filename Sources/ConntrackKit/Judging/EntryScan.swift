@@ -257,7 +257,7 @@ public final class EntryScan<D: Dataplane> {
                 if second.stopped { stopFlag.set() }
                 return
             }
-            w.deferred += decoded.elements
+            if w.deferred.isEmpty { w.deferred = decoded.elements } else { w.deferred += decoded.elements }
             w.lastDeferredAt = Timestamp.monotonicNow()
         }
         guard !w.deferred.isEmpty else { return }
@@ -313,8 +313,7 @@ public final class EntryScan<D: Dataplane> {
     private func halfPairSeen(_ e: D.Entry, _ rules: D.Rules, _ w: Worker) throws {
         guard rules.halfPairRecheckNs > 0 else { return try found(e, .halfPair, w) }
         let sign = dp.ledgerIdentity(e, into: w.identity, scratch: w.scratch)
-        let id = UnsafeBufferPointer(start: w.identity, count: PairLedger.identityWords)
-        w.deferred.append(PairLedger.Element(forward: Array(id[1..<6]), reverse: Array(id[6..<11]), tag: id[0], sign: sign))
+        w.deferred.append(PairLedger.Element(identity: w.identity, sign: sign))
         w.lastDeferredAt = Timestamp.monotonicNow()
     }
 
@@ -324,13 +323,14 @@ public final class EntryScan<D: Dataplane> {
     /// can make another part's bucket look like ours).
     final class Boundaries {
         typealias Key = ScanKey
-        /// How many keys from a part's start are remembered: the next part's held bucket is
-        /// among the first buckets after its boundary.
-        static var remembered: Int { 8192 }
+        /// How many keys from a part's start are remembered: a held bucket that is not ours is
+        /// the first non-empty bucket of a later part, or among its first few if a live map
+        /// filled buckets before it meanwhile. 1024 keys (40 KiB a part) are hundreds of buckets.
+        static var remembered: Int { 1024 }
         private let lock = Lock()
         /// By part: the held bucket's raw keys and values, and the keys read near its start.
         private var held: [Int: (keys: [UInt8], values: [UInt8], count: Int)] = [:]
-        private var start: [Int: Set<Key>] = [:]
+        private var start: [Int: [Key]] = [:]
         /// A batch of each held part, to view the held bytes the same way.
         private var templates: [Int: D.Batch] = [:]
         private(set) var kept = 0
@@ -350,9 +350,14 @@ public final class EntryScan<D: Dataplane> {
         func wantsMore(_ part: Int) -> Bool { lock.withLock { (start[part]?.count ?? 0) < Boundaries.remembered } }
 
         func remember(_ part: Int, _ batch: D.Batch) {
-            var keys = Set<Key>()
-            for i in 0..<batch.count { keys.insert(Key(batch.rawKeys + i * batch.keySize, batch.keySize)) }
-            lock.withLock { start[part, default: []].formUnion(keys) }
+            lock.withLock {
+                var keys = start[part] ?? []
+                keys.reserveCapacity(Boundaries.remembered)
+                for i in 0..<min(batch.count, Boundaries.remembered - keys.count) {
+                    keys.append(Key(batch.rawKeys + i * batch.keySize, batch.keySize))
+                }
+                start[part] = keys
+            }
         }
 
         /// The held buckets the next part did not read too, as batches.

@@ -87,13 +87,23 @@ public final class PairLedger {
 
     /// A pair whose other half never showed up.
     public struct Element: Sendable {
-        /// The forward and reverse keys, 5 words each, as the layout wrote them.
-        public let forward: [UInt64]
-        public let reverse: [UInt64]
-        public let tag: UInt64
+        /// The tag and the present half's key (5 words, as the layout wrote it), inline: tens of
+        /// thousands of these stay a few MiB.
+        var words: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)
         /// +1: only the forward half is present; -1: only the reverse half.
         public let sign: Int
-        public var presentKey: [UInt64] { sign > 0 ? forward : reverse }
+
+        /// `identity`: PairLedger.identityWords words (tag, forward key, reverse key).
+        init(identity: UnsafePointer<UInt64>, sign: Int) {
+            words = (identity[0], 0, 0, 0, 0, 0)
+            let key = identity + (sign > 0 ? 1 : 6)
+            withUnsafeMutableBytes(of: &words) { $0.baseAddress!.advanced(by: 8).copyMemory(from: key, byteCount: 40) }
+            self.sign = sign
+        }
+
+        public var tag: UInt64 { words.0 }
+        /// The present half's key.
+        public var presentKey: [UInt64] { [words.1, words.2, words.3, words.4, words.5] }
         public var presentType: EntryType { sign > 0 ? .natForward : .natReverse }
     }
 
@@ -158,13 +168,16 @@ public final class PairLedger {
         var stack: [Int] = []
         for i in 0..<total where pure(cells + i * PairLedger.words) { stack.append(i) }
         var out: [Element] = []
+        // at most one element a cell: reserved (untouched pages cost no memory), so the array
+        // never grows by copying
+        out.reserveCapacity(stack.count == 0 ? 0 : total)
         var w = [UInt64](repeating: 0, count: PairLedger.words)
         while let i = stack.popLast() {
             let c = cells + i * PairLedger.words
             guard pure(c) else { continue }
             let sign = c[0] == 1 ? 1 : -1
             for k in 0..<PairLedger.words { w[k] = c[k] }
-            out.append(Element(forward: Array(w[2..<7]), reverse: Array(w[7..<12]), tag: w[1], sign: sign))
+            w.withUnsafeBufferPointer { out.append(Element(identity: $0.baseAddress! + 1, sign: sign)) }
             // take it out of its three cells; any that become pure are next
             w.withUnsafeBufferPointer { apply($0.baseAddress!, sign: -sign) }
             for t in 0..<PairLedger.tables {

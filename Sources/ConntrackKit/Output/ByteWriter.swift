@@ -1,62 +1,120 @@
+import Glibc
+
 /// Appends ASCII and JSON into a byte buffer and hands it to a stream in large chunks:
 /// the streaming formatters write a million entries without building a String each.
-public struct ByteWriter {
-    public private(set) var bytes: [UInt8] = []
+/// The buffer is raw memory owned by the writer (noncopyable: one owner, freed with it), so
+/// appending is a bounds check and a store.
+public struct ByteWriter: ~Copyable {
+    var base: UnsafeMutablePointer<UInt8>
+    public private(set) var count = 0
+    var capacity: Int
     let stream: TextStream?
     let chunk: Int
 
     public init(stream: TextStream?, chunk: Int = 1 << 16) {
         self.stream = stream
         self.chunk = chunk
-        bytes.reserveCapacity(chunk + 1024)
+        capacity = chunk + 1024
+        base = .allocate(capacity: capacity)
     }
+
+    deinit { base.deallocate() }
+
+    /// Room for `n` more bytes (grows; a streaming writer is flushed between entries).
+    @inline(__always)
+    mutating func reserve(_ n: Int) {
+        if count + n > capacity { grow(n) }
+    }
+
+    @inline(never)
+    mutating func grow(_ n: Int) {
+        var c = capacity * 2
+        while count + n > c { c *= 2 }
+        let b = UnsafeMutablePointer<UInt8>.allocate(capacity: c)
+        b.update(from: base, count: count)
+        base.deallocate()
+        base = b
+        capacity = c
+    }
+
+    @inline(__always)
+    mutating func append(_ p: UnsafeRawPointer, _ n: Int) {
+        reserve(n)
+        memcpy(base + count, p, n)
+        count += n
+    }
+
+    public var isEmpty: Bool { count == 0 }
+
+    /// What was written (and not flushed) so far.
+    public var bytes: [UInt8] { Array(buffer) }
+    public var buffer: UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(start: base, count: count) }
+
+    /// Forgets what was written (keeps the memory).
+    public mutating func reset() { count = 0 }
 
     /// Passes a full buffer on to the stream (the caller calls this between entries).
     @inline(__always)
     public mutating func flushIfFull() {
-        if bytes.count >= chunk { flush() }
+        if count >= chunk { flush() }
     }
 
     public mutating func flush() {
-        guard let stream, !bytes.isEmpty else { return }
-        bytes.withUnsafeBytes { stream.write(bytes: $0) }
-        bytes.removeAll(keepingCapacity: true)
+        guard let stream, count > 0 else { return }
+        stream.write(bytes: UnsafeRawBufferPointer(buffer))
+        count = 0
     }
 
-    public var string: String { String(decoding: bytes, as: UTF8.self) }
+    public var string: String { String(decoding: buffer, as: UTF8.self) }
 
-    @inline(__always) public mutating func byte(_ b: UInt8) { bytes.append(b) }
+    @inline(__always) public mutating func byte(_ b: UInt8) {
+        reserve(1)
+        base[count] = b
+        count += 1
+    }
 
     @inline(__always)
     public mutating func ascii(_ s: StaticString) {
-        s.withUTF8Buffer { bytes.append(contentsOf: $0) }
+        append(s.utf8Start, s.utf8CodeUnitCount)
     }
 
-    public mutating func text(_ s: String) { bytes.append(contentsOf: s.utf8) }
+    public mutating func text(_ s: String) {
+        var s = s
+        s.withUTF8 { append($0.baseAddress!, $0.count) }
+    }
 
-    public mutating func append(_ b: [UInt8]) { bytes.append(contentsOf: b) }
+    public mutating func append(_ b: [UInt8]) { b.withUnsafeBytes { if $0.count > 0 { append($0.baseAddress!, $0.count) } } }
+
+    public mutating func append(_ b: UnsafeRawBufferPointer) { if b.count > 0 { append(b.baseAddress!, b.count) } }
 
     public mutating func spaces(_ n: Int) {
-        if n > 0 { bytes.append(contentsOf: repeatElement(UInt8(ascii: " "), count: n)) }
+        guard n > 0 else { return }
+        reserve(n)
+        (base + count).initialize(repeating: UInt8(ascii: " "), count: n)
+        count += n
     }
 
     @inline(__always)
     public mutating func decimal(_ v: UInt64) {
         if v < 10 {
-            bytes.append(UInt8(truncatingIfNeeded: v) &+ 48)
+            byte(UInt8(truncatingIfNeeded: v) &+ 48)
             return
         }
-        var tmp: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes of scratch for up to 20 digits
-        var v = v
-        var n = 0
-        withUnsafeMutableBytes(of: &tmp) { buf in
-            while v > 0 {
-                buf[23 - n] = UInt8(truncatingIfNeeded: v % 10) &+ 48
-                v /= 10
-                n += 1
-            }
-            bytes.append(contentsOf: buf[(24 - n)...])
+        var digits = 0
+        var t = v
+        while t > 0 {
+            digits += 1
+            t /= 10
         }
+        reserve(digits)
+        var v = v
+        var i = count + digits
+        while v > 0 {
+            i -= 1
+            base[i] = UInt8(truncatingIfNeeded: v % 10) &+ 48
+            v /= 10
+        }
+        count += digits
     }
 
     @inline(__always) public mutating func decimal(_ v: Int) { decimal(UInt64(v)) }
@@ -70,12 +128,13 @@ public struct ByteWriter {
         for shift in stride(from: 12, through: 0, by: -4) {
             let d = Int((v >> UInt16(shift)) & 0xf)
             if d != 0 || started || shift == 0 {
-                bytes.append(ByteWriter.hexDigits[d])
+                byte(ByteWriter.hexDigits[d])
                 started = true
             }
         }
     }
 
+    @inline(__always)
     mutating func ipv4(_ v: UInt32) {
         decimal(UInt64(v >> 24))
         byte(46)
@@ -165,9 +224,9 @@ public struct ByteWriter {
             case 9: ascii("\\t")
             case 0..<32:
                 ascii("\\u00")
-                bytes.append(ByteWriter.hexDigits[Int(b >> 4)])
-                bytes.append(ByteWriter.hexDigits[Int(b & 0xf)])
-            default: bytes.append(b)
+                byte(ByteWriter.hexDigits[Int(b >> 4)])
+                byte(ByteWriter.hexDigits[Int(b & 0xf)])
+            default: byte(b)
             }
         }
         byte(34)

@@ -58,6 +58,13 @@ public final class FDStream: TextStream {
     }
 
     public func write(bytes: UnsafeRawBufferPointer) {
+        if bytes.count >= bufferSize && bufferSize > 0 {
+            // a whole chunk (a scan thread's output): straight out, not through the buffer
+            flush()
+            if failed { return }
+            do throws(Errno) { try FileDescriptor.writeAll(to: fd, bytes) } catch { failed = true }
+            return
+        }
         buffer.append(contentsOf: bytes)
         if buffer.count >= bufferSize { flush() }
     }

@@ -18,7 +18,8 @@ public final class EntryPrinter {
     // table state
     var header: [String] = []
     var widths: [Int] = []
-    var heldRows: [[[UInt8]]] = []
+    var heldRows: [HeldRow] = []
+    let rowBuffer = RowBuffer()
     var sized = false
     static let sizingRows = 256
     /// Threads' output arrives whole chunks at a time under this lock (Worker).
@@ -60,7 +61,8 @@ public final class EntryPrinter {
                 e, now: now, reason: reason, into: &w, extra: outcome.map { o in { w in EntryPrinter.outcomeJSON(o, &w) } })
             w.flushIfFull()
         case .table(let wide):
-            row(cells(e, wide: wide, reason: reason, outcome: outcome))
+            cells(e, wide: wide, reason: reason, outcome: outcome, into: rowBuffer)
+            row(rowBuffer)
         }
     }
 
@@ -85,55 +87,63 @@ public final class EntryPrinter {
 
     public final class Worker {
         let shared: EntryPrinter
+        // copied from the shared printer: read per entry without touching its cache lines
+        let mode: Mode
+        let now: UInt64
         var w = ByteWriter(stream: nil)
+        let rowBuffer = RowBuffer()
         var count = 0
         /// The table's columns are sized (by the first rows, through the shared printer).
         var sized = false
 
-        init(_ shared: EntryPrinter) { self.shared = shared }
+        init(_ shared: EntryPrinter) {
+            self.shared = shared
+            mode = shared.mode
+            now = shared.now
+        }
 
         @inline(__always)
         public func add<E: EntryFacts>(_ e: E, reason: StaleReason?, outcome: DeleteOutcome? = nil) {
             count += 1
-            switch shared.mode {
+            switch mode {
             case .count:
                 return
             case .json:
                 w.ascii(",\n")
                 EntryJSON.write(
-                    e, now: shared.now, reason: reason, into: &w,
+                    e, now: now, reason: reason, into: &w,
                     extra: outcome.map { o in { w in EntryPrinter.outcomeJSON(o, &w) } })
-                if w.bytes.count >= 1 << 16 { hand() }
+                if w.count >= 1 << 16 { hand() }
             case .table(let wide):
-                let cells = shared.cells(e, wide: wide, reason: reason, outcome: outcome)
+                shared.cells(e, wide: wide, reason: reason, outcome: outcome, into: rowBuffer)
                 if !sized {
                     // the first rows of all threads size the columns, in the shared printer
                     let taken = shared.lock.withLock { () -> Bool in
                         if shared.sized { return false }
-                        shared.row(cells)
+                        shared.row(rowBuffer)
                         return true
                     }
                     if taken { return }
                     sized = true
                 }
-                shared.write(cells, into: &w)
-                if w.bytes.count >= 1 << 16 { hand() }
+                shared.write(rowBuffer.w.buffer, ends: rowBuffer.ends, into: &w)
+                if w.count >= 1 << 16 { hand() }
             }
         }
 
         /// Hands the buffer to the shared printer, whole.
         func hand() {
-            guard !w.bytes.isEmpty else { return }
+            guard !w.isEmpty else { return }
             shared.lock.withLock {
-                var bytes = w.bytes[...]
+                var bytes = UnsafeRawBufferPointer(w.buffer)
                 if shared.mode == .json && !shared.jsonStarted {
-                    bytes = bytes.dropFirst()  // the first entry has no comma before it
+                    bytes = UnsafeRawBufferPointer(rebasing: bytes.dropFirst())  // the first entry has no comma before it
                     shared.jsonStarted = true
                 }
-                shared.w.append(Array(bytes))
-                shared.w.flushIfFull()
+                shared.w.flush()
+                shared.w.stream?.write(bytes: bytes)
             }
-            w = ByteWriter(stream: nil)
+            w.reset()
         }
 
         public func finish() {
@@ -166,13 +176,25 @@ public final class EntryPrinter {
         }
     }
 
-    func cells<E: EntryFacts>(_ e: E, wide: Bool, reason: StaleReason?, outcome: DeleteOutcome?) -> [[UInt8]] {
-        var c: [[UInt8]] = []
-        c.reserveCapacity(header.count)
+    /// One row's cells, written one after another; `ends[i]` is where cell i ends. Reused
+    /// row after row.
+    final class RowBuffer {
+        var w = ByteWriter(stream: nil, chunk: 512)
+        var ends: [Int] = []
+    }
+
+    /// A row held back while the first rows size the columns.
+    struct HeldRow {
+        let bytes: [UInt8]
+        let ends: [Int]
+    }
+
+    func cells<E: EntryFacts>(_ e: E, wide: Bool, reason: StaleReason?, outcome: DeleteOutcome?, into r: RowBuffer) {
+        r.w.reset()
+        r.ends.removeAll(keepingCapacity: true)
         func cell(_ f: (inout ByteWriter) -> Void) {
-            var b = ByteWriter(stream: nil, chunk: 128)
-            f(&b)
-            c.append(b.bytes)
+            f(&r.w)
+            r.ends.append(r.w.count)
         }
         func ago(_ t: UInt64) -> String { DurationText.format(nanoseconds: now > t ? now - t : 0) }
         func optional(_ b: inout ByteWriter, _ v: UInt64?) { if let v { b.decimal(v) } else { b.byte(45) } }
@@ -205,33 +227,43 @@ public final class EntryPrinter {
         }
         if showReason { cell { b in reason.map { b.text($0.rawValue) } ?? b.byte(45) } }
         if resultColumn { cell { b in b.text(outcome.map(EntryPrinter.outcomeText) ?? "-") } }
-        return c
     }
 
-    func row(_ cells: [[UInt8]]) {
+    func row(_ r: RowBuffer) {
         if !sized {
-            for (i, c) in cells.enumerated() { widths[i] = max(widths[i], c.count) }
-            heldRows.append(cells)
+            var start = 0
+            for (i, end) in r.ends.enumerated() {
+                widths[i] = max(widths[i], end - start)
+                start = end
+            }
+            heldRows.append(HeldRow(bytes: r.w.bytes, ends: r.ends))
             if heldRows.count >= EntryPrinter.sizingRows { sizeAndRelease() }
             return
         }
-        write(cells)
+        write(r.w.buffer, ends: r.ends, into: &w)
         w.flushIfFull()
     }
 
     func sizeAndRelease() {
         sized = true
-        write(header.map { Array($0.utf8) })
-        for r in heldRows { write(r) }
+        var head: [UInt8] = []
+        var ends: [Int] = []
+        for h in header {
+            head += Array(h.utf8)
+            ends.append(head.count)
+        }
+        head.withUnsafeBufferPointer { write($0, ends: ends, into: &w) }
+        for r in heldRows { r.bytes.withUnsafeBufferPointer { write($0, ends: r.ends, into: &w) } }
         heldRows.removeAll()
     }
 
-    func write(_ cells: [[UInt8]]) { write(cells, into: &w) }
-
-    func write(_ cells: [[UInt8]], into w: inout ByteWriter) {
-        for (i, c) in cells.enumerated() {
-            w.append(c)
-            if i < cells.count - 1 { w.spaces(widths[i] - c.count + 2) }
+    /// One row, each cell padded to its column's width.
+    func write(_ row: UnsafeBufferPointer<UInt8>, ends: [Int], into w: inout ByteWriter) {
+        var start = 0
+        for (i, end) in ends.enumerated() {
+            w.append(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: row[start..<end])))
+            if i < ends.count - 1 { w.spaces(widths[i] - (end - start) + 2) }
+            start = end
         }
         w.byte(10)
     }
@@ -241,7 +273,8 @@ extension EntryScan {
     /// Runs the scan with `threads` threads, each printing through its own printer worker.
     public func run(threads: Int, into printer: EntryPrinter) throws {
         self.threads = threads
-        guard threads > 1 else { return try run { e, reason in printer.add(e, reason: reason) } }
+        // one thread too: a worker formats into its own buffer without the shared printer's
+        // per-entry bookkeeping
         let workers = (0..<threads).map { _ in printer.worker() }
         try run(sinks: { i in { e, reason in workers[i].add(e, reason: reason) } })
         for w in workers { w.finish() }
