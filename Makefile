@@ -65,7 +65,7 @@ demo: build
 	"$$(swift build -c $(CONFIG) --show-bin-path)/ctctl-demo" $(if $(FAST),--fast) $(if $(KEEP),--keep)
 
 # N=: map sizes (comma-separated), RUNS=: runs a command; writes docs/PERFORMANCE.md.
-N ?= 100000,1000000
+N ?= 1000000,4000000
 RUNS ?= 5
 # The datapath without its reverse-half check, to measure what the check costs.
 BPF_NOREPAIR_OBJ := $(BPF_OUT)/ctctl-norepair.bpf.o
@@ -81,7 +81,7 @@ bench: bpf $(BPF_NOREPAIR_OBJ)
 	swift build -c release --product ctctl-bench
 	cp $(BPF_OBJS) "$$(swift build -c release --show-bin-path)/"
 	@mkdir -p .build/bench
-	cc -O2 -Wall -o .build/bench/floor scripts/bench-floor.c -lbpf
+	cc -O2 -Wall -o .build/bench/floor scripts/bench-floor.c -lbpf -lpthread
 	cc -O2 -Wall -o .build/bench/run scripts/bench-run.c
 	"$$(swift build -c release --show-bin-path)/ctctl-bench" --ctctl "$$(swift build -c release --show-bin-path)/ctctl" \
 		--floor .build/bench/floor --runner .build/bench/run --entries $(N) --runs $(RUNS) \

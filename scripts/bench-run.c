@@ -1,4 +1,5 @@
-// Runs one command for `make bench` and prints "WALL_NS MAXRSS_KIB STATUS".
+// Runs one command for `make bench` and prints "WALL_NS MAXRSS_KIB STATUS CPU_NS" (CPU:
+// user + system time of the command, all its threads).
 //
 // Why a separate tiny program: at exec the kernel records the old address space's
 // high-water mark into the child's ru_maxrss, and a child of posix_spawn (vfork) or
@@ -43,7 +44,9 @@ int main(int argc, char **argv)
 	}
 	clock_gettime(CLOCK_MONOTONIC, &b);
 	long long ns = (long long)(b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec);
-	printf("%lld %ld %d\n", ns, ru.ru_maxrss,
-	       WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+	long long cpu = (long long)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000LL +
+			(long long)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000LL;
+	printf("%lld %ld %d %lld\n", ns, ru.ru_maxrss,
+	       WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), cpu);
 	return 0;
 }
