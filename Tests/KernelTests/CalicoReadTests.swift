@@ -2,6 +2,7 @@ import CLibBPF
 import ConntrackKit
 import Foundation
 import NetLab
+import TestSupport
 import Testing
 
 /// ctctl on Calico's own maps, written by Calico's own datapath (../shared/calico/calico-lab):
@@ -199,6 +200,28 @@ struct CalicoReadTests {
                 #expect(try lab.packet("udp", "198.18.1.2:40003", "198.18.9.9:30080").nat == "no-nat")
                 let nat = ctctl(["nat", "list", "--pin-dir", lab.pins.path])
                 #expect(nat.out.contains("nodeport"), "\(nat.out)")
+            }
+        }
+    }
+
+    @Test("a scan's threads share Calico's routes cache safely: with a NodePort frontend every thread looks routes up")
+    func routesSharedByThreads() throws {
+        try withCalicoLab("routes-threads", version: "head") { lab in
+            let n = 200_000
+            try CalicoFill.resize(lab.pins, map: "cali_v4_ct4", entries: n)
+            let fill = CalicoFill(entries: n)
+            try fill.createServices { _ = try lab.lab($0) }
+            _ = try fill.write(lab.pins.pin("cali_v4_ct4"), now: Timestamp.monotonicNow())
+            // NORMAL entries to 250 addresses on port 53: each asks whether its destination is
+            // a host address for the NodePort wildcard, from every thread at once
+            try lab.setService("255.255.255.255:53/udp", ["198.18.2.2:5353"])
+            let args = ["conntrack", "list", "--stale", "--count", "--pin-dir", lab.pins.path]
+            let one = ctctl(args + ["--threads", "1"])
+            #expect(one.status == 0, "\(one.err)")
+            for _ in 0..<3 {
+                let many = ctctl(args + ["--threads", "8"])
+                #expect(many.status == 0, "\(many.err)")
+                #expect(many.out == one.out)
             }
         }
     }

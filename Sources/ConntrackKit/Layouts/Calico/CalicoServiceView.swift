@@ -60,10 +60,12 @@ struct CalicoBackend: Sendable, Equatable {
 
 /// The routes map, looked up as Calico's datapath looks it up (longest prefix, in the
 /// kernel), and remembered for the pass: only the NodePort fallback and "local" frontends
-/// ask it.
+/// ask it. A scan's threads share it: one lookup at a time (the cache and the key and value
+/// buffers are shared).
 final class CalicoRoutes: @unchecked Sendable {
     let map: BPFMap
     let format: CalicoFormat
+    private let lock = Lock()
     private var cache: [IPAddress: UInt32?] = [:]
     private let key: UnsafeMutableRawPointer
     private let value: UnsafeMutableRawPointer
@@ -81,7 +83,9 @@ final class CalicoRoutes: @unchecked Sendable {
     }
 
     /// The flags of the route for `a`, nil if there is none.
-    func flags(_ a: IPAddress) -> UInt32? {
+    func flags(_ a: IPAddress) -> UInt32? { lock.withLock { lookup(a) } }
+
+    private func lookup(_ a: IPAddress) -> UInt32? {
         if let hit = cache[a] { return hit }
         if cache.count > 65536 { cache.removeAll(keepingCapacity: true) }
         key.initializeMemory(as: UInt8.self, repeating: 0, count: format.rtKeySize)
@@ -159,7 +163,13 @@ final class CalicoFamilyView: @unchecked Sendable {
     }
 
     static func member(_ id: UInt32, _ a: IPAddress, _ port: UInt16) -> [UInt64] {
-        [UInt64(id) << 32 | UInt64(port) << 8 | UInt64(a.family.rawValue), a.hi, a.lo]
+        let m = memberWords(id, a, port)
+        return [m.0, m.1, m.2]
+    }
+
+    @inline(__always)
+    static func memberWords(_ id: UInt32, _ a: IPAddress, _ port: UInt16) -> (UInt64, UInt64, UInt64) {
+        (UInt64(id) << 32 | UInt64(port) << 8 | UInt64(a.family.rawValue), a.hi, a.lo)
     }
 
     /// The frontend the datapath's first lookup finds: longest prefix of (VIP, port,
@@ -238,7 +248,8 @@ final class CalicoFamilyView: @unchecked Sendable {
 
     /// Is b:bport one of service `id`'s backends (any ordinal below its count)?
     func isBackend(_ b: IPAddress, _ bport: UInt16, id: UInt32) -> Bool {
-        CalicoFamilyView.member(id, b, bport).withUnsafeBufferPointer { members.contains($0.baseAddress!) }
+        var k = CalicoFamilyView.memberWords(id, b, bport)
+        return withUnsafePointer(to: &k) { members.contains(UnsafeRawPointer($0).assumingMemoryBound(to: UInt64.self)) }
     }
 }
 
