@@ -27,6 +27,17 @@ struct OutputBufferTests {
         #expect(text == "x")
     }
 
+    @Test("IPv4 addresses from the octet table, as inet_ntop writes them")
+    func ipv4Text() {
+        for text in ["0.0.0.0", "255.255.255.255", "10.0.100.9", "198.18.1.2", "1.22.133.4", "100.10.1.0"] {
+            var w = ByteWriter(stream: nil, chunk: 8)
+            w.address(IPAddress(text)!)
+            w.byte(47)
+            let got = w.string
+            #expect(got == text + "/")
+        }
+    }
+
     @Test("a ByteWriter with a stream hands whole chunks to it")
     func writerFlushes() {
         let out = CapturedStream()

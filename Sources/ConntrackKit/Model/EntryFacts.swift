@@ -44,6 +44,9 @@ public protocol EntryFacts {
 
     /// The layout's own fields, appended to the entry's JSON object: each as `,"name":value`.
     func writeLayoutJSON(into w: inout ByteWriter)
+    /// The flags as a JSON array of names (a requirement, so a layout's faster form is the one
+    /// called from generic code).
+    func writeFlagsJSON(into w: inout ByteWriter)
 }
 
 extension EntryFacts {

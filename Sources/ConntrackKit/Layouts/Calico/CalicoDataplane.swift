@@ -43,6 +43,9 @@ public final class CalicoDataplane: @unchecked Sendable {
     var lastView: CalicoServiceView?
     /// The backends' digest and when it was taken (serviceVersion reads them once a second).
     private var backendDigest: (at: UInt64, value: UInt64)?
+    /// The watching heal's readers of the NAT maps, by map fd: kept, so a poll allocates
+    /// nothing (a fresh 4096-entry buffer every 100 ms costs more than the read).
+    private var digestReaders: [Int32: RawBatchReader] = [:]
 
     init(
         pinDir: PinDirectory, readOnly: Bool, families: [CalicoFamily], timeouts: Timeouts?, caveats: [String],
@@ -445,20 +448,26 @@ extension CalicoDataplane: Dataplane {
         if backendDigest == nil || now - backendDigest!.at >= 1_000_000_000 {
             var h = CalicoDataplane.fnvStart
             for f in families {
-                try CalicoDataplane.digest(f.backends, CalicoFormat.beKeySize, f.format.beValueSize, &h)
+                try digest(f.backends, CalicoFormat.beKeySize, f.format.beValueSize, &h)
             }
             backendDigest = (now, h)
         }
         var h = backendDigest!.value
-        for f in families { try CalicoDataplane.digest(f.frontends, f.format.feKeySize, CalicoFormat.feValueSize, &h) }
+        for f in families { try digest(f.frontends, f.format.feKeySize, CalicoFormat.feValueSize, &h) }
         return h
     }
 
     static let fnvStart: UInt64 = 0xcbf2_9ce4_8422_2325
 
     /// Folds every key and value of `map` into `h` (FNV-1a), one batch read.
-    static func digest(_ map: BPFMap, _ keySize: Int, _ valueSize: Int, _ h: inout UInt64) throws {
-        let reader = RawBatchReader(keySize: keySize, valueSize: valueSize, capacity: 4096)
+    func digest(_ map: BPFMap, _ keySize: Int, _ valueSize: Int, _ h: inout UInt64) throws {
+        let reader =
+            digestReaders[map.fd]
+            ?? {
+                let r = RawBatchReader(keySize: keySize, valueSize: valueSize, capacity: 4096)
+                digestReaders[map.fd] = r
+                return r
+            }()
         var sum: UInt64 = 0
         try reader.read(map) { n in
             // order-free: the sum of each entry's hash, so iteration order cannot matter

@@ -197,18 +197,16 @@ public struct CalicoEntry: EntryFacts {
         w.ascii("\",\"flags\":")
         w.decimal(UInt64(flags))
         w.ascii(",\"flag_names\":")
-        writeNames(flagNames, &w)
+        writeFlagsJSON(into: &w)
         w.ascii(",\"rst_seen_ns\":")
         if generation == .ct3v330 || generation == .ct4 { w.decimal(word0) } else { w.ascii("null") }
         if isForward {
             w.ascii(",\"nat_sport\":")
             w.decimal(UInt64(natSport))
         } else {
-            for (name, offset) in [("a_to_b", CalicoFormat.legAB), ("b_to_a", CalicoFormat.legBA)] {
-                let l = leg(offset)
-                w.ascii(",\"")
-                w.text(name)
-                w.ascii("\":{\"packets\":")
+            for ab in [true, false] {
+                let l = leg(ab ? CalicoFormat.legAB : CalicoFormat.legBA)
+                w.ascii(ab ? ",\"a_to_b\":{\"packets\":" : ",\"b_to_a\":{\"packets\":")
                 if generation.countsTraffic { w.decimal(UInt64(l.packets)) } else { w.ascii("null") }
                 w.ascii(",\"bytes\":")
                 if generation.countsTraffic { w.decimal(l.bytes) } else { w.ascii("null") }
@@ -217,7 +215,7 @@ public struct CalicoEntry: EntryFacts {
                 w.ascii(",\"ifindex\":")
                 w.decimal(UInt64(l.ifindex))
                 w.ascii(",\"bits\":")
-                writeNames(Calico.legBitNames.filter { l.bits & $0.0 != 0 }.map(\.1), &w)
+                writeNames(l.bits, Calico.legBitNames, &w)
                 w.byte(125)
             }
         }
@@ -233,13 +231,22 @@ public struct CalicoEntry: EntryFacts {
         w.byte(125)
     }
 
-    private func writeNames(_ names: [String], _ w: inout ByteWriter) {
+    /// The flags by name, without building an array of them: this runs for every entry of
+    /// `list -o json`.
+    public func writeFlagsJSON(into w: inout ByteWriter) { writeNames(flags, Calico.flagNames, &w) }
+
+    /// The names of the bits set in `bits`, as a JSON array.
+    private func writeNames(_ bits: UInt32, _ table: [(UInt32, String)], _ w: inout ByteWriter) {
         w.byte(91)
-        for (i, n) in names.enumerated() {
-            if i > 0 { w.byte(44) }
-            w.byte(34)
-            w.text(n)
-            w.byte(34)
+        var first = true
+        if bits != 0 {
+            for (bit, name) in table where bits & bit != 0 {
+                if !first { w.byte(44) }
+                first = false
+                w.byte(34)
+                w.text(name)
+                w.byte(34)
+            }
         }
         w.byte(93)
     }
