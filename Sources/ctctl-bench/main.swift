@@ -335,6 +335,15 @@ final class SizeBench {
         }
         try measureRounds(commands)
         if n == 1_000_000 || { if case .calico = kind { return true } else { return false } }() {
+            if case .calico = kind {
+                // the Calico issue sets the idle target with 1,000 services: the rest have no flows
+                FileHandle.standardError.write("  1000 services...\n".data(using: .utf8)!)
+                for i in CalicoFill.services..<DaemonCost.calicoServices {
+                    try lab(
+                        ["service", "set", "\(CalicoFill.vip(i))/udp"]
+                            + (0..<CalicoFill.backendsPerService).map { "\(CalicoFill.backend(i, $0))" })
+                }
+            }
             FileHandle.standardError.write(
                 "  the watching heal: a pass, then \(DaemonCost.idleSeconds) s idle...\n".data(using: .utf8)!)
             try refillAll()
@@ -350,6 +359,8 @@ final class SizeBench {
 /// interval is an hour), from the kernel's per-thread run time (/proc/PID/task/*/schedstat).
 struct DaemonCost {
     static let idleSeconds = 30
+    /// Services on Calico's maps while the watching heal idles there (it reads them every poll).
+    static let calicoServices = 1000
     var firstPassCPU: Double
     var firstPassWall: Double
     var idleCPU: Double
@@ -631,15 +642,18 @@ for b in benches {
             "| `\(r.name)` | \(fmtTime(r.wall)) | \(String(format: "%.2f s", r.cpu)) | \(fmtRSS(r.rssKiB)) | \(ratio) | \(ratio2) | \(cpuRatio) |"
         )
     }
+    let isCalico = { if case .calico = b.kind { return true } else { return false } }()
     if let d = b.daemon {
         emit()
         emit(
             String(
                 format:
-                    "The watching heal (`ctctl heal --interval 3600s`, one thread): start and first full pass %.2f s CPU (%.2f s wall); then %d s with nothing changing: %.3f s CPU, %.4f%% of a core (its epoch polls).",
-                d.firstPassCPU, d.firstPassWall, DaemonCost.idleSeconds, d.idleCPU, d.idleShare * 100))
+                    "The watching heal (`ctctl heal --interval 3600s`, one thread): start and first full pass %.2f s CPU (%.2f s wall); then %d s with nothing changing: %.3f s CPU, %.4f%% of a core (%@).",
+                d.firstPassCPU, d.firstPassWall, DaemonCost.idleSeconds, d.idleCPU, d.idleShare * 100,
+                isCalico
+                    ? "with \(DaemonCost.calicoServices) services: it reads the frontends every 100 ms and the backends every second"
+                    : "its epoch polls"))
     }
-    let isCalico = { if case .calico = b.kind { return true } else { return false } }()
     // the issue sets its targets at 1M and 4M entries (and the same figures on Calico's map)
     guard b.n >= 1_000_000 else { continue }
     let label = isCalico ? "Calico N=\(b.n)" : "N=\(b.n)"
@@ -666,10 +680,14 @@ for b in benches {
         check("CPU seconds of `\(r.name.dropFirst(6))` vs --threads 1", c, 1.1, "")
     }
     if let d = b.daemon {
+        // Calico has no epoch to poll: its own issue sets 0.5% of a core with 1,000 services
+        let target = isCalico ? 0.005 : 0.001
         verdicts.append(
             (
-                String(format: "%@: the watching heal idle %.4f%% of a core (target <= 0.1%%)", label, d.idleShare * 100),
-                d.idleShare <= 0.001
+                String(
+                    format: "%@: the watching heal idle %.4f%% of a core (target <= %.1f%%)", label, d.idleShare * 100,
+                    target * 100),
+                d.idleShare <= target
             ))
     }
 }
