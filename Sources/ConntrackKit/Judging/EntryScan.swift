@@ -79,15 +79,18 @@ public final class EntryScan<D: Dataplane> {
         let scratch: D.Scratch
         let identity = UnsafeMutablePointer<UInt64>.allocate(capacity: PairLedger.identityWords)
         let ledger: PairLedger.Writer?
+        /// The scan's judge, this thread's copy.
+        let judge: StaleJudge<D.Rules>?
         var totals = ScanTotals()
         /// Half pairs waiting for their second look, and when the last was seen.
         var deferred: [PairLedger.Element] = []
         var lastDeferredAt: UInt64 = 0
 
-        init(_ sink: @escaping Sink, _ scratch: D.Scratch, _ ledger: PairLedger?) {
+        init(_ sink: @escaping Sink, _ scratch: D.Scratch, _ ledger: PairLedger?, _ judge: StaleJudge<D.Rules>?) {
             self.sink = sink
             self.scratch = scratch
             self.ledger = ledger.map { PairLedger.Writer($0) }
+            self.judge = judge
         }
 
         deinit { identity.deallocate() }
@@ -105,7 +108,9 @@ public final class EntryScan<D: Dataplane> {
     public func run(sinks: (Int) -> Sink) throws {
         let parts = dp.scanParts(threads)
         let n = max(1, min(threads, parts.count))
-        let workers = (0..<n).map { Worker(sinks($0), $0 == 0 ? dp.defaultScratch : dp.makeScratch(), ledger) }
+        let workers = (0..<n).map {
+            Worker(sinks($0), $0 == 0 ? dp.defaultScratch : dp.makeScratch(), ledger, $0 == 0 ? judge : judge?.forThread())
+        }
         let boundaries = Boundaries(parts.count)
         if n == 1 {
             for (i, part) in parts.enumerated() where !stopFlag.isSet { try read(part, index: i, workers[0], boundaries) }
@@ -176,11 +181,11 @@ public final class EntryScan<D: Dataplane> {
                 boundaries.remember(index, batch)
                 remembering = boundaries.wantsMore(index)
             }
-            if judge != nil {
+            if let judge = w.judge {
                 for i in 0..<batch.count {
                     let e = batch[i]
                     guard filter.matches(e) else { continue }
-                    try consider(e, judge!, w)
+                    try consider(e, judge, w)
                 }
             } else {
                 for i in 0..<batch.count {
@@ -199,7 +204,7 @@ public final class EntryScan<D: Dataplane> {
 
     @inline(__always)
     private func emitOrJudge(_ e: D.Entry, _ w: Worker) throws {
-        if let judge {
+        if let judge = w.judge {
             try consider(e, judge, w)
         } else {
             w.totals.matched += 1
@@ -211,7 +216,7 @@ public final class EntryScan<D: Dataplane> {
     /// lookups as a scan; `emit` gets only the stale ones.
     public func judge(_ entries: [D.Entry], _ emit: @escaping Sink) throws {
         guard let judge else { return }
-        let w = Worker(emit, dp.defaultScratch, nil)
+        let w = Worker(emit, dp.defaultScratch, nil, judge)
         for e in entries { try consider(e, judge, w) }
         try finish(w)
         totals.add(w.totals)

@@ -21,6 +21,13 @@ public protocol StaleRules {
     /// A missing partner counts only if it is still missing this long after it was first
     /// seen missing (layouts without creation times; 0: at once).
     var halfPairRecheckNs: UInt64 { get }
+    /// The same rules for one more scan thread: a layout whose view holds objects copies
+    /// them, so threads never share (and contend on) their reference counts or caches.
+    func forThread() -> Self
+}
+
+extension StaleRules {
+    public func forThread() -> Self { self }
 }
 
 /// What the judge says of one entry.
@@ -53,6 +60,9 @@ public struct StaleJudge<Rules: StaleRules> {
     }
 
     public var view: Rules.View { rules.view }
+
+    /// This judge for one more scan thread (StaleRules.forThread).
+    public func forThread() -> StaleJudge { StaleJudge(rules.forThread(), now: now, graceNs: graceNs) }
 
     @inline(__always)
     public func judge(_ e: Rules.Entry) -> StaleVerdict {

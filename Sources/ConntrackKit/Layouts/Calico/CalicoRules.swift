@@ -51,4 +51,8 @@ public struct CalicoRules: StaleRules, Sendable {
     public func isPastGrace(_ e: CalicoEntry, now: UInt64, graceNs: UInt64) -> Bool { true }
 
     public var halfPairRecheckNs: UInt64 { 100_000_000 }
+
+    /// Each scan thread judges with its own copy of the view: shared objects would make the
+    /// threads contend on their reference counts and on the route cache's lock.
+    public func forThread() -> CalicoRules { CalicoRules(view: view.copy(), timeouts: timeouts) }
 }

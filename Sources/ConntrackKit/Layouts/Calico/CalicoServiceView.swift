@@ -123,6 +123,14 @@ final class CalicoFamilyView: @unchecked Sendable {
     private let members: WordSet
     let routes: CalicoRoutes
 
+    /// The same view in objects of its own (arrays, indexes and route cache), for one more
+    /// scan thread.
+    func copy() -> CalicoFamilyView {
+        CalicoFamilyView(
+            format: format, frontends: frontends.map { $0 }, backends: backends.map { $0 },
+            routes: CalicoRoutes(routes.map, routes.format))
+    }
+
     init(format: CalicoFormat, frontends: [CalicoFrontend], backends: [CalicoBackend], routes: CalicoRoutes) {
         self.format = format
         self.frontends = frontends
@@ -269,6 +277,9 @@ public struct CalicoServiceView: ServiceQuestions, Sendable {
     public var version: UInt32 { 0 }
 
     func family(_ a: IPAddress) -> CalicoFamilyView? { a.family == .v6 ? v6 : v4 }
+
+    /// For one more scan thread (CalicoRules.forThread).
+    func copy() -> CalicoServiceView { CalicoServiceView(v4: v4?.copy(), v6: v6?.copy(), readAt: readAt, stable: stable) }
 
     public func frontendState(_ dst: IPAddress, _ port: UInt16, _ proto: UInt8, client: IPAddress) -> FrontendState {
         family(dst)?.state(dst, port, proto, client: client).1 ?? .none
