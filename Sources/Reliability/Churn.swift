@@ -22,7 +22,7 @@ public final class ChurnDrill: @unchecked Sendable {
         public var flowsPerSecond = 2000
         public var clientAddresses = 4
         /// Threads opening flows, per client address (a flow waits for its answer).
-        public var workersPerAddress = 6
+        public var workersPerAddress = 3
         public var halfClosed = 40
         public var seed: UInt64 = 1
         public var ctSize: UInt32 = 1 << 18
@@ -51,6 +51,8 @@ public final class ChurnDrill: @unchecked Sendable {
         public var brokenByCtctl = 0
         public var failures: [String] = []
         public var clientAddresses = 0
+        /// The datapath's counters at the end of the run (name: value), non-zero ones.
+        public var counters: [String: UInt64] = [:]
     }
 
     let config: Config
@@ -235,7 +237,10 @@ public final class ChurnDrill: @unchecked Sendable {
         defer { close(fd) }
         Net.timeout(fd, seconds: 3)
         guard Net.connect(fd, svc.vip) else {
-            return record("tcp", ok: false, svc: svc, backend: nil, from: start, detail: "connect: errno \(errno)")
+            let e = errno
+            return record(
+                "tcp", ok: false, svc: svc, backend: nil, from: start,
+                detail: "from \(addr):\(Net.localPort(fd)): connect: errno \(e)")
         }
         guard Net.sendAll(fd, Array("GET\n".utf8)), let reply = Net.readToEnd(fd) else {
             return record(
@@ -421,6 +426,9 @@ public final class ChurnDrill: @unchecked Sendable {
             report.seconds = Date().timeIntervalSince(started)
             let flows = report.kinds.values.reduce(0) { $0 + $1.started }
             report.flowsPerSecond = Double(flows) / config.seconds
+        }
+        if let counters = try? dp.counters() {
+            lock.withLock { for c in counters where c.value > 0 { report.counters[c.name] = c.value } }
         }
         // what heal deleted of each flow that failed (its client port, from the audit log)
         let auditLines = ((try? String(contentsOfFile: audit, encoding: .utf8)) ?? "").split(separator: "\n")

@@ -93,6 +93,9 @@ do {
             "- entries deleted by heal, partners included: "
                 + r.deletedByReason.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
                 + "; kept at delete time: \(r.keptChanged) re-created, \(r.keptNoLongerStale) no longer stale")
+        emit(
+            "- datapath counters at the end: "
+                + r.counters.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         emit("- **live flows broken by ctctl: \(r.brokenByCtctl)**")
         if r.flowsPerSecond < 2000 { problems.append("churn: \(fmt(r.flowsPerSecond, 0)) new flows a second, fewer than 2000") }
         failures("churn", r.failures)
