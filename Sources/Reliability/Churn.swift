@@ -212,7 +212,8 @@ public final class ChurnDrill: @unchecked Sendable {
         guard fd >= 0 else { return }
         defer { close(fd) }
         guard Net.connect(fd, svc.vip) else {
-            return record("udp", ok: false, svc: svc, backend: nil, from: start, detail: "connect")
+            return record(
+                "udp", ok: false, svc: svc, backend: nil, from: start, detail: "from \(addr):\(Net.localPort(fd)): connect")
         }
         Net.timeout(fd, seconds: 0.4)
         var buf = [UInt8](repeating: 0, count: 64)
@@ -227,7 +228,9 @@ public final class ChurnDrill: @unchecked Sendable {
                     backend: ChurnDrill.backends(ChurnDrill.ports[svc.description]!)[be], from: start, detail: text)
             }
         }
-        record("udp", ok: false, svc: svc, backend: nil, from: start, detail: "no reply to 3 requests")
+        record(
+            "udp", ok: false, svc: svc, backend: nil, from: start,
+            detail: "from \(addr):\(Net.localPort(fd)): no reply to 3 requests")
     }
 
     func tcpFlow(_ svc: ServiceRef, from addr: IPAddress) {
@@ -262,7 +265,10 @@ public final class ChurnDrill: @unchecked Sendable {
         defer { close(fd) }
         Net.timeout(fd, seconds: pause + 5)
         guard Net.connect(fd, svc.vip), Net.sendAll(fd, Array("HALF \(pause)\n".utf8)), shutdown(fd, Int32(SHUT_WR)) == 0 else {
-            return record("tcp half-closed", ok: false, svc: svc, backend: nil, from: start, detail: "connect: errno \(errno)")
+            let e = errno
+            return record(
+                "tcp half-closed", ok: false, svc: svc, backend: nil, from: start,
+                detail: "from \(addr):\(Net.localPort(fd)): connect: errno \(e)")
         }
         let reply = Net.readToEnd(fd).map { String(decoding: $0, as: UTF8.self) } ?? "errno \(errno)"
         record(
@@ -434,9 +440,13 @@ public final class ChurnDrill: @unchecked Sendable {
         let auditLines = ((try? String(contentsOfFile: audit, encoding: .utf8)) ?? "").split(separator: "\n")
         lock.withLock {
             report.failures = report.failures.map { f in
-                guard let r = f.range(of: #":(\d+)[,:]"#, options: .regularExpression) else { return f }
-                let port = f[r].dropFirst().dropLast()
-                let hits = auditLines.filter { $0.contains("\"sport\":\(port),") || $0.contains("\"dport\":\(port)}") }
+                // the flow's own entries: its client address and port, on either side of a key
+                guard let r = f.range(of: #"from [0-9.]+:\d+"#, options: .regularExpression) else { return f }
+                let endpoint = f[r].dropFirst(5).split(separator: ":")
+                let (addr, port) = (endpoint[0], endpoint[1])
+                let hits = auditLines.filter {
+                    $0.contains("\"src\":\"\(addr)\",\"sport\":\(port),") || $0.contains("\"dst\":\"\(addr)\",\"dport\":\(port)}")
+                }
                 return f
                     + (hits.isEmpty ? "; heal deleted none of its entries" : "; heal deleted: " + hits.joined(separator: " | "))
             }
@@ -469,7 +479,7 @@ public final class ChurnDrill: @unchecked Sendable {
             let got = lock.withLock { sink[id] ?? 0 }
             record(
                 "udp one-way", ok: got == ChurnDrill.oneWayDatagrams, svc: svc, backend: nil, from: start,
-                detail: "\(got) of \(ChurnDrill.oneWayDatagrams) datagrams arrived")
+                detail: "from \(addr):\(Net.localPort(fd)): \(got) of \(ChurnDrill.oneWayDatagrams) datagrams arrived")
         }
         t.start()
     }
