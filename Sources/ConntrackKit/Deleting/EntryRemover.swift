@@ -71,8 +71,12 @@ public struct RemovalCounts: Sendable {
 /// or a thread descheduled for long), could only add or hide an `already gone` report line, never change what is deleted.
 struct HandledKeys {
     static let generation = 1 << 15
-    private var current = Set<UInt64>(minimumCapacity: HandledKeys.generation)
+    private var current: Set<UInt64>
     private var previous = Set<UInt64>()
+
+    /// `reserve`: room made up front (a remover: a generation, so the set never grows by
+    /// copying; a lookup of a few entries: none).
+    init(reserve: Int = HandledKeys.generation) { current = Set(minimumCapacity: reserve) }
 
     /// FNV-1a over the key's bytes.
     static func hash(_ key: UnsafeRawPointer, count: Int) -> UInt64 {

@@ -57,8 +57,7 @@ public final class EntryPrinter {
         case .json:
             w.ascii(jsonStarted ? ",\n" : "\n")
             jsonStarted = true
-            EntryJSON.write(
-                e, now: now, reason: reason, into: &w, extra: outcome.map { o in { w in EntryPrinter.outcomeJSON(o, &w) } })
+            EntryPrinter.json(e, now: now, reason: reason, outcome: outcome, into: &w)
             w.flushIfFull()
         case .table(let wide):
             cells(e, wide: wide, reason: reason, outcome: outcome, into: rowBuffer)
@@ -110,9 +109,7 @@ public final class EntryPrinter {
                 return
             case .json:
                 w.ascii(",\n")
-                EntryJSON.write(
-                    e, now: now, reason: reason, into: &w,
-                    extra: outcome.map { o in { w in EntryPrinter.outcomeJSON(o, &w) } })
+                EntryPrinter.json(e, now: now, reason: reason, outcome: outcome, into: &w)
                 if w.count >= 1 << 16 { hand() }
             case .table(let wide):
                 shared.cells(e, wide: wide, reason: reason, outcome: outcome, into: rowBuffer)
@@ -150,6 +147,14 @@ public final class EntryPrinter {
             hand()
             shared.lock.withLock { shared.count += count }
         }
+    }
+
+    /// One entry's JSON object, with the delete's outcome for reports.
+    @inline(__always)
+    static func json<E: EntryFacts>(
+        _ e: E, now: UInt64, reason: StaleReason?, outcome: DeleteOutcome?, into w: inout ByteWriter
+    ) {
+        EntryJSON.write(e, now: now, reason: reason, into: &w, extra: outcome.map { o in { w in outcomeJSON(o, &w) } })
     }
 
     static func outcomeJSON(_ o: DeleteOutcome, _ w: inout ByteWriter) {

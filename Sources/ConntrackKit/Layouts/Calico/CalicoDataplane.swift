@@ -198,7 +198,7 @@ extension CalicoDataplane: Dataplane {
         guard let f = family(flow.src.address.family == .v6) else { return try body([]) }
         let found = EntryBuffer(keySize: f.format.keySize, valueSize: f.format.valueSize, capacity: 4)
         let b = defaultScratch.of(f.format.v6)
-        var seen = HandledKeys()
+        var seen = HandledKeys(reserve: 0)
         func add(_ key: UnsafeRawPointer) throws {
             if seen.contains(key, count: f.format.keySize) || found.isFull { return }
             seen.insert(key, count: f.format.keySize)

@@ -73,7 +73,7 @@ extension ReferenceDataplane: Dataplane {
     public func entries(of flow: FlowKey, _ body: ([ReferenceEntry]) throws -> Void) throws {
         let keySize = MemoryLayout<ctctl_ct_key>.size
         let found = EntryBuffer(keySize: keySize, valueSize: MemoryLayout<ctctl_ct_value>.size, capacity: 4)
-        var seen = HandledKeys()
+        var seen = HandledKeys(reserve: 0)
         func add(_ k: ctctl_ct_key) throws {
             var k = k
             if seen.contains(&k, count: keySize) { return }
