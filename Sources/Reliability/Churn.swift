@@ -7,22 +7,19 @@ import NetLab
 /// Churn: real traffic between namespaces through the reference dataplane while `heal` runs
 /// passes back to back, and services change under it.
 ///
-/// Clients on several addresses open new flows at a steady rate: UDP request/response,
-/// TCP request/response, one-way UDP flows (a datagram a second for longer than the UDP
-/// timeout: their reverse half idles past it while the forward half is busy), and
-/// half-closed TCP connections (the client sends FIN, the server answers after a pause
-/// longer than the closing timeout: the client's half is past its timeout, the server's is
-/// not). Stable services never change; on two others, backends are added, removed and the
-/// service is deleted and made again during the run. A flow is **broken by ctctl** if its
-/// service and its backend existed throughout its life and it failed (no reply, no
-/// connection, a lost datagram, no answer after FIN): the drill fails on the first.
+/// Clients on several addresses open new flows at a steady rate (`FlowGenerator`, open
+/// loop), and half-closed TCP connections (the client sends FIN, the server answers after a
+/// pause longer than the closing timeout: the client's half is past its timeout, the
+/// server's is not). Stable services never change; on two others, backends are added and
+/// removed and the service is deleted and made again during the run. A flow is **broken by
+/// ctctl** if it failed (no reply, no connection, a lost datagram, no answer after FIN)
+/// although its service and its backend existed throughout its life (`unstable`): the drill
+/// fails on the first.
 public final class ChurnDrill: @unchecked Sendable {
     public struct Config: Sendable {
         public var seconds = 60.0
-        public var flowsPerSecond = 2000
+        public var flowsPerSecond = 2100
         public var clientAddresses = 4
-        /// Threads opening flows, per client address (a flow waits for its answer).
-        public var workersPerAddress = 3
         public var halfClosed = 40
         public var seed: UInt64 = 1
         public var ctSize: UInt32 = 1 << 18
@@ -35,12 +32,17 @@ public final class ChurnDrill: @unchecked Sendable {
         public var failed = 0
         /// failed while its service or backend changed (not counted against ctctl)
         public var failedExcused = 0
+        /// time from the first socket call to the answer, of the flows delivered
+        public var deliveredNanos: UInt64 = 0
+        public var slowest: UInt64 = 0
     }
 
     public struct Report: Sendable {
         public var seconds = 0.0
         public var kinds: [String: KindStats] = [:]
         public var flowsPerSecond = 0.0
+        /// flows started in each second of the run
+        public var startedPerSecond: [Int] = []
         public var passes = 0
         public var deletedByReason: [String: Int] = [:]
         public var keptChanged = 0
@@ -53,16 +55,24 @@ public final class ChurnDrill: @unchecked Sendable {
         public var clientAddresses = 0
         /// The datapath's counters at the end of the run (name: value), non-zero ones.
         public var counters: [String: UInt64] = [:]
+        /// The backends' kernel TCP counters that say a test server, not the datapath, lost a
+        /// connection (TcpExt ListenOverflows, ListenDrops), summed over both backends.
+        public var serverDrops: [String: UInt64] = [:]
+        /// Flows the generator could not start (no socket or no local port: errno -> count).
+        public var notStarted: [Int32: Int] = [:]
     }
 
     let config: Config
     let lock = NSLock()
     var report = Report()
     var stop = false
-    /// (service key, backend) -> times its membership changed; service key -> times it was
-    /// deleted or made again
-    var changes: [String: [UInt64]] = [:]
+    /// service -> its live backends over time: (time of a write, the backends it left; none
+    /// when the service was deleted or left with no backend). Before the first write a
+    /// service has all its backends.
+    var timeline: [String: [(at: UInt64, backends: [Endpoint])]] = [:]
     var flowID = 0
+    /// when the traffic started (monotonic ns)
+    var trafficStart: UInt64 = 0
 
     static let udpStable = ServiceRef("198.19.0.10:161/udp")!
     static let tcpStable = ServiceRef("198.19.0.20:80/tcp")!
@@ -86,17 +96,28 @@ public final class ChurnDrill: @unchecked Sendable {
 
     func now() -> UInt64 { Timestamp.monotonicNow() }
 
-    func changed(_ key: String, at t: UInt64) { lock.withLock { changes[key, default: []].append(t) } }
+    /// Runs `write` on `svc` and puts the service's state before and after it on its
+    /// timeline (the state after read back from the maps).
+    func change(_ svc: ServiceRef, _ dp: ReferenceDataplane, _ write: () -> Void) {
+        let live = { (try? Services.get(dp, svc))?.liveBackends ?? [] }
+        let before = live()
+        lock.withLock { timeline[svc.description, default: []].append((now(), before)) }
+        write()
+        let after = live()
+        lock.withLock { timeline[svc.description, default: []].append((now(), after)) }
+    }
 
-    /// Did the service, or this backend of it, change in [from, to]?
+    /// Could the service itself have failed a flow that lived in [from, to]? Yes if it was
+    /// written during the flow's life (give or take 100 ms: a write and the packet that sees
+    /// it), or if the state it was in all that time had no backend, or not the flow's
+    /// backend (a service left with no backend drops new flows until its next write).
     func unstable(_ svc: ServiceRef, backend: Endpoint?, _ from: UInt64, _ to: UInt64) -> Bool {
         lock.withLock {
-            let keys =
-                [svc.description]
-                + (backend.map { ["\(svc) \($0)"] }
-                    ?? ChurnDrill.backends(ChurnDrill.ports[svc.description]!).map { "\(svc) \($0)" })
-            // a grace of 100 ms either side: a write and the packet that sees it
-            return keys.contains { k in (changes[k] ?? []).contains { $0 + 100_000_000 >= from && $0 <= to + 100_000_000 } }
+            let writes = timeline[svc.description] ?? []
+            let grace: UInt64 = 100_000_000
+            if writes.contains(where: { $0.at + grace >= from && $0.at <= to + grace }) { return true }
+            guard let state = writes.last(where: { $0.at < from })?.backends else { return false }
+            return state.isEmpty || backend.map { !state.contains($0) } == true
         }
     }
 
@@ -105,8 +126,12 @@ public final class ChurnDrill: @unchecked Sendable {
         let excused = !ok && unstable(svc, backend: backend, from, to)
         lock.withLock {
             report.kinds[kind, default: KindStats()].started += 1
+            let second = Int((from &- trafficStart) / 1_000_000_000)
+            if from >= trafficStart && second < report.startedPerSecond.count { report.startedPerSecond[second] += 1 }
             if ok {
                 report.kinds[kind]!.ok += 1
+                report.kinds[kind]!.deliveredNanos += to - from
+                report.kinds[kind]!.slowest = max(report.kinds[kind]!.slowest, to - from)
             } else if excused {
                 report.kinds[kind]!.failed += 1
                 report.kinds[kind]!.failedExcused += 1
@@ -117,6 +142,8 @@ public final class ChurnDrill: @unchecked Sendable {
             }
         }
     }
+
+    func notStarted(_ e: Int32) { lock.withLock { report.notStarted[e, default: 0] += 1 } }
 
     func nextID() -> Int {
         lock.withLock {
@@ -198,6 +225,8 @@ public final class ChurnDrill: @unchecked Sendable {
     // one-way flows: flow id -> datagrams the sink got
     var sink: [Int: Int] = [:]
 
+    func sinkCount(_ id: Int) -> Int { lock.withLock { sink[id] ?? 0 } }
+
     func sinkReceived(_ text: String) {
         let parts = text.split(separator: " ")
         guard parts.count == 3, parts[0] == "oneway", let id = Int(parts[1]) else { return }
@@ -206,62 +235,11 @@ public final class ChurnDrill: @unchecked Sendable {
 
     // MARK: clients (in the client namespace)
 
-    func udpFlow(_ svc: ServiceRef, from addr: IPAddress) {
-        let start = now()
-        let fd = Net.socket(Int32(SOCK_DGRAM.rawValue), bind: Endpoint(address: addr, port: 0))
-        guard fd >= 0 else { return }
-        defer { close(fd) }
-        guard Net.connect(fd, svc.vip) else {
-            return record(
-                "udp", ok: false, svc: svc, backend: nil, from: start, detail: "from \(addr):\(Net.localPort(fd)): connect")
-        }
-        Net.timeout(fd, seconds: 0.4)
-        var buf = [UInt8](repeating: 0, count: 64)
-        for _ in 0..<3 {
-            guard Net.sendAll(fd, Array("q".utf8)) else { continue }
-            let n = recv(fd, &buf, buf.count, 0)
-            if n > 0 {
-                let text = String(decoding: buf[..<n], as: UTF8.self)
-                let be = text.hasSuffix("be1") ? 0 : 1
-                return record(
-                    "udp", ok: text.hasPrefix("ok"), svc: svc,
-                    backend: ChurnDrill.backends(ChurnDrill.ports[svc.description]!)[be], from: start, detail: text)
-            }
-        }
-        record(
-            "udp", ok: false, svc: svc, backend: nil, from: start,
-            detail: "from \(addr):\(Net.localPort(fd)): no reply to 3 requests")
-    }
-
-    func tcpFlow(_ svc: ServiceRef, from addr: IPAddress) {
-        let start = now()
-        let fd = Net.socket(Int32(SOCK_STREAM.rawValue), bind: Endpoint(address: addr, port: 0))
-        guard fd >= 0 else { return }
-        defer { close(fd) }
-        Net.timeout(fd, seconds: 3)
-        guard Net.connect(fd, svc.vip) else {
-            let e = errno
-            return record(
-                "tcp", ok: false, svc: svc, backend: nil, from: start,
-                detail: "from \(addr):\(Net.localPort(fd)): connect: errno \(e)")
-        }
-        guard Net.sendAll(fd, Array("GET\n".utf8)), let reply = Net.readToEnd(fd) else {
-            return record(
-                "tcp", ok: false, svc: svc, backend: nil, from: start,
-                detail: "from \(addr):\(Net.localPort(fd)): no response: errno \(errno)")
-        }
-        let text = String(decoding: reply, as: UTF8.self)
-        record(
-            "tcp", ok: text.hasPrefix("ok"), svc: svc,
-            backend: ChurnDrill.backends(ChurnDrill.ports[svc.description]!)[text.contains("be1") ? 0 : 1], from: start,
-            detail: text)
-    }
-
     /// The client sends FIN at once; the server answers after `pause` seconds.
     func halfClosedFlow(_ svc: ServiceRef, from addr: IPAddress, pause: Double) {
         let start = now()
         let fd = Net.socket(Int32(SOCK_STREAM.rawValue), bind: Endpoint(address: addr, port: 0))
-        guard fd >= 0 else { return }
+        guard fd >= 0 else { return notStarted(errno) }
         defer { close(fd) }
         Net.timeout(fd, seconds: pause + 5)
         guard Net.connect(fd, svc.vip), Net.sendAll(fd, Array("HALF \(pause)\n".utf8)), shutdown(fd, Int32(SHUT_WR)) == 0 else {
@@ -315,32 +293,21 @@ public final class ChurnDrill: @unchecked Sendable {
         Thread.sleep(forTimeInterval: 0.3)
 
         let started = Date()
-        let endAt = now() + UInt64(config.seconds * 1e9)
+        lock.withLock {
+            trafficStart = now()
+            report.startedPerSecond = Array(repeating: 0, count: Int(config.seconds))
+        }
+        let endAt = trafficStart + UInt64(config.seconds * 1e9)
         var workers: [Thread] = []
-        // flows at a steady rate, from several workers per client address
-        let senders = (0..<config.workersPerAddress).flatMap { _ in clients }
-        let perWorker = Double(config.flowsPerSecond) / Double(senders.count)
-        for (w, addr) in senders.enumerated() {
-            let t = Thread { [self] in
-                guard (try? Net.enter(topo.value.client)) != nil else { return }
-                var rng = SeededRandom(seed: config.seed &+ UInt64(w))
-                var next = now()
-                let step = UInt64(1e9 / perWorker)
-                while now() < endAt && !stopping {
-                    let k = rng.below(100)
-                    switch k {
-                    case 0..<55: udpFlow(rng.chance(80) ? ChurnDrill.udpStable : ChurnDrill.udpChurn, from: addr)
-                    case 55..<90: tcpFlow(rng.chance(80) ? ChurnDrill.tcpStable : ChurnDrill.tcpChurn, from: addr)
-                    default: startOneWay(from: addr, client: topo.value.client)
-                    }
-                    next += step
-                    let n = now()
-                    // behind (flows to a service being recreated wait for their timeout):
-                    // catch up on up to 5 s of them, so the run keeps its rate on average
-                    if next > n { usleep(useconds_t((next - n) / 1000)) } else if n - next > 5_000_000_000 { next = n }
-                }
-            }
-            workers.append(t)
+        // flows at a steady rate, open loop: one generator per client address
+        let perAddress = Double(config.flowsPerSecond) / Double(clients.count)
+        for (i, addr) in clients.enumerated() {
+            workers.append(
+                Thread { [self] in
+                    guard (try? Net.enter(topo.value.client)) != nil else { return }
+                    let g = FlowGenerator(self, from: addr)
+                    g.run(rate: perAddress, seed: config.seed &+ UInt64(i), until: endAt)
+                })
         }
         // half-closed connections, spread over the run
         let halfEvery = config.seconds / Double(max(config.halfClosed, 1))
@@ -371,22 +338,18 @@ public final class ChurnDrill: @unchecked Sendable {
                     let current = (try? Services.get(dp, svc))?.liveBackends ?? []
                     switch rng.below(3) {
                     case 0:
-                        // one backend removed (or added back)
+                        // one backend removed (or added back); removing the last one leaves
+                        // the service with none, dropping new flows until its next write
                         let b = rng.pick(all)
                         let next = current.contains(b) ? current.filter { $0 != b } : current + [b]
-                        changed("\(svc) \(b)", at: now())
-                        _ = try? Services.set(dp, svc, backends: next, lock: lockHeld)
-                        changed("\(svc) \(b)", at: now())
+                        change(svc, dp) { _ = try? Services.set(dp, svc, backends: next, lock: lockHeld) }
                     case 1:
                         // deleted, and made again half a second later
-                        changed(svc.description, at: now())
-                        _ = try? Services.delete(dp, svc, lock: lockHeld)
+                        change(svc, dp) { _ = try? Services.delete(dp, svc, lock: lockHeld) }
                         Thread.sleep(forTimeInterval: 0.5)
-                        _ = try? Services.set(dp, svc, backends: all, lock: lockHeld)
-                        changed(svc.description, at: now())
+                        change(svc, dp) { _ = try? Services.set(dp, svc, backends: all, lock: lockHeld) }
                     default:
-                        for b in all where !current.contains(b) { changed("\(svc) \(b)", at: now()) }
-                        _ = try? Services.set(dp, svc, backends: all, lock: lockHeld)
+                        change(svc, dp) { _ = try? Services.set(dp, svc, backends: all, lock: lockHeld) }
                     }
                     lock.withLock { report.serviceChanges += 1 }
                 }
@@ -424,14 +387,16 @@ public final class ChurnDrill: @unchecked Sendable {
                     })
             }
         }
-        // the one-way flows still running report now
-        _ = oneWayDone.wait(timeout: .now() + 15)
         lock.withLock { stop = true }
         for t in threads + workers { while !t.isFinished { Thread.sleep(forTimeInterval: 0.01) } }
         lock.withLock {
             report.seconds = Date().timeIntervalSince(started)
             let flows = report.kinds.values.reduce(0) { $0 + $1.started }
             report.flowsPerSecond = Double(flows) / config.seconds
+        }
+        for ns in [topo.value.backend1, topo.value.backend2] {
+            let drops = Net.tcpExt(in: ns).filter { ["ListenOverflows", "ListenDrops"].contains($0.key) }
+            lock.withLock { for (k, v) in drops { report.serverDrops[k, default: 0] += v } }
         }
         if let counters = try? dp.counters() {
             lock.withLock { for c in counters where c.value > 0 { report.counters[c.name] = c.value } }
@@ -454,33 +419,5 @@ public final class ChurnDrill: @unchecked Sendable {
         return lock.withLock { report }
     }
 
-    // MARK: one-way flows
-
-    let oneWayDone = DispatchGroup()
     static let oneWayDatagrams = 6
-
-    /// A datagram a second for longer than the UDP timeout (4 s), no replies: the reverse
-    /// half idles past its timeout while the forward half stays busy.
-    func startOneWay(from addr: IPAddress, client: String) {
-        let id = nextID()
-        let svc = ChurnDrill.oneWay
-        oneWayDone.enter()
-        let t = Thread { [self] in
-            defer { oneWayDone.leave() }
-            guard (try? Net.enter(client)) != nil else { return }
-            let start = now()
-            let fd = Net.socket(Int32(SOCK_DGRAM.rawValue), bind: Endpoint(address: addr, port: 0))
-            guard fd >= 0, Net.connect(fd, svc.vip) else { return }
-            defer { close(fd) }
-            for seq in 0..<ChurnDrill.oneWayDatagrams {
-                _ = Net.sendAll(fd, Array("oneway \(id) \(seq)".utf8))
-                Thread.sleep(forTimeInterval: 1)
-            }
-            let got = lock.withLock { sink[id] ?? 0 }
-            record(
-                "udp one-way", ok: got == ChurnDrill.oneWayDatagrams, svc: svc, backend: nil, from: start,
-                detail: "from \(addr):\(Net.localPort(fd)): \(got) of \(ChurnDrill.oneWayDatagrams) datagrams arrived")
-        }
-        t.start()
-    }
 }

@@ -81,14 +81,21 @@ do {
             "\(fmt(r.seconds, 0)) s of real traffic through the reference dataplane (epoch re-check off: heal does all the repairing), \(r.clientAddresses) client addresses, a conntrack map of \(r.ctSize) entries (peak \(r.peakEntries) entries seen by a pass: \(fmt(Double(r.ctSize) / Double(max(r.peakEntries, 1)))) times the peak), `heal` passes back to back (20 ms apart) in the same run: \(r.passes) passes, \(r.serviceChanges) service changes under the traffic."
         )
         emit()
-        emit("| flows | started | delivered | failed | failed while their service or backend changed |")
-        emit("| --- | --- | --- | --- | --- |")
+        emit(
+            "| flows | started | delivered | mean time to answer, slowest (ms) | failed | failed while their service or backend changed |"
+        )
+        emit("| --- | --- | --- | --- | --- | --- |")
         for (k, s) in r.kinds.sorted(by: { $0.key < $1.key }) {
-            emit("| \(k) | \(s.started) | \(s.ok) | \(s.failed) | \(s.failedExcused) |")
+            let mean = Double(s.deliveredNanos) / Double(max(s.ok, 1)) / 1e6
+            emit(
+                "| \(k) | \(s.started) | \(s.ok) | \(fmt(mean, 1)), \(fmt(Double(s.slowest) / 1e6, 0)) | \(s.failed) | \(s.failedExcused) |"
+            )
         }
         let total = r.kinds.values.reduce(0) { $0 + $1.started }
         emit()
-        emit("- new flows: \(total) (\(fmt(r.flowsPerSecond, 0)) a second)")
+        emit(
+            "- new flows: \(total) (\(fmt(r.flowsPerSecond, 0)) a second; fewest started in one second: \(r.startedPerSecond.min() ?? 0), most: \(r.startedPerSecond.max() ?? 0))"
+        )
         emit(
             "- entries deleted by heal, partners included: "
                 + r.deletedByReason.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
@@ -96,6 +103,15 @@ do {
         emit(
             "- datapath counters at the end: "
                 + r.counters.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        emit(
+            "- the test servers' own losses (backends' TcpExt counters): "
+                + r.serverDrops.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        if !r.notStarted.isEmpty {
+            emit(
+                "- flows the generator could not start: "
+                    + r.notStarted.sorted { $0.key < $1.key }.map { "\($0.value) (\(Errno($0.key)))" }.joined(separator: ", "))
+        }
+        progress("churn: flows started per second: \(r.startedPerSecond)")
         emit("- **live flows broken by ctctl: \(r.brokenByCtctl)**")
         if r.flowsPerSecond < 2000 { problems.append("churn: \(fmt(r.flowsPerSecond, 0)) new flows a second, fewer than 2000") }
         failures("churn", r.failures)

@@ -1,9 +1,10 @@
 import ConntrackKit
 import Foundation
 import NetLab
-import Reliability
 import TestSupport
 import Testing
+
+@testable import Reliability
 
 /// The short forms of the reliability drills (docs/RELIABILITY.md has the full ones, from
 /// `make soak`): each fails on the first problem it finds.
@@ -58,6 +59,31 @@ struct ReliabilityTests {
         #expect(r.kinds.values.reduce(0) { $0 + $1.ok } > 3000, "\(r.kinds)")
         #expect(r.passes > 20 && r.deletedByReason["expired", default: 0] > 0, "heal passes ran and deleted")
         #expect(r.kinds["tcp half-closed"]?.ok == 8 && r.kinds["udp one-way"].map { $0.ok > 0 } == true)
+    }
+
+    /// Regression: the drill counted a flow against ctctl when its service had been left
+    /// with no backend by a write before the flow started (the datapath drops such flows
+    /// until the service's next write), because it looked only for writes during the flow.
+    @Test("churn: a failed flow is excused by a write during its life or a service state without its backend, nothing else")
+    func churnExcuses() {
+        let drill = ChurnDrill(ChurnDrill.Config())
+        let svc = ChurnDrill.tcpChurn
+        let (b1, b2) = (ChurnDrill.backends(8081)[0], ChurnDrill.backends(8081)[1])
+        let s: UInt64 = 1_000_000_000
+        drill.timeline[svc.description] = [(10 * s, [b1, b2]), (10 * s + 1, [b1]), (20 * s, [b1]), (20 * s + 1, [])]
+        // before any write, or with both backends up: the service was whole
+        #expect(!drill.unstable(svc, backend: nil, 2 * s, 5 * s))
+        #expect(!drill.unstable(ChurnDrill.tcpStable, backend: nil, 2 * s, 5 * s))
+        // a write during the flow's life, or within 100 ms of it
+        #expect(drill.unstable(svc, backend: nil, 9 * s, 10 * s + s / 20))
+        #expect(drill.unstable(svc, backend: nil, 10 * s + s / 20, 11 * s))
+        // one backend left: a flow that could have gone to it was not excused ...
+        #expect(!drill.unstable(svc, backend: nil, 12 * s, 15 * s))
+        #expect(!drill.unstable(svc, backend: b1, 12 * s, 15 * s))
+        // ... one answered by the backend that had left was
+        #expect(drill.unstable(svc, backend: b2, 12 * s, 15 * s))
+        // no backend at all, written long before the flow: excused
+        #expect(drill.unstable(svc, backend: nil, 25 * s, 28 * s))
     }
 
     @Test("faults: heal passes killed mid-pass lose nothing that was not stale and leave no half pair")
