@@ -82,7 +82,7 @@ do {
         )
         emit()
         emit(
-            "| flows | started | delivered | mean time to answer, slowest (ms) | failed | failed while their service or backend changed |"
+            "| flows | started | delivered | mean time to answer, slowest (ms) | failed | of which excused: service written during the flow, or without its backend |"
         )
         emit("| --- | --- | --- | --- | --- | --- |")
         for (k, s) in r.kinds.sorted(by: { $0.key < $1.key }) {
