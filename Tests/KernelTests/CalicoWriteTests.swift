@@ -270,6 +270,33 @@ struct CalicoWriteTests {
         }
     }
 
+    @Test(
+        "the watching heal's service version changes with every service change, and only then",
+        arguments: [false, true])
+    func serviceVersionSeesChanges(_ v6: Bool) throws {
+        try withCalicoLab("version-\(v6 ? 6 : 4)", version: "head") { lab in
+            let n = Net(v6: v6)
+            let dp = try CalicoDataplane.open(lab.pins, readOnly: true, options: LayoutOptions())
+            var seen = [try dp.serviceVersion()]
+            func expectChanged(_ what: String, afterBackendPoll: Bool = false) throws {
+                if afterBackendPoll { usleep(1_050_000) }  // backends are read again once a second
+                let v = try dp.serviceVersion()
+                #expect(v != seen.last, "\(what)")
+                #expect(try dp.serviceVersion() == v, "read again without a change: \(what)")
+                seen.append(v)
+            }
+            try lab.setService(n.service, [n.b1])
+            try expectChanged("a frontend added", afterBackendPoll: true)
+            try lab.setService(n.service, [n.b1, n.b2])
+            try expectChanged("a frontend rewritten in place (two backends)", afterBackendPoll: true)
+            try lab.setService(n.service, [n.b2, n.b1])
+            try expectChanged("backends rewritten", afterBackendPoll: true)
+            try lab.deleteService(n.service)
+            try expectChanged("a frontend deleted", afterBackendPoll: true)
+            #expect(seen.last == seen.first, "back to no service: the version it started with")
+        }
+    }
+
     @Test("a running heal follows Calico's maps when felix re-pins them (the lab torn down and brought up again)")
     func followsRepin() throws {
         try withCalicoLab("repin", version: "head", onHostBPFFS: true) { lab in

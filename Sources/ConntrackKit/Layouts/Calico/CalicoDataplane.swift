@@ -459,7 +459,8 @@ extension CalicoDataplane: Dataplane {
 
     static let fnvStart: UInt64 = 0xcbf2_9ce4_8422_2325
 
-    /// Folds every key and value of `map` into `h` (FNV-1a), one batch read.
+    /// Folds every key and value of `map` into `h`, one batch read: each entry hashed 8
+    /// bytes at a time (the watching heal does this ten times a second).
     func digest(_ map: BPFMap, _ keySize: Int, _ valueSize: Int, _ h: inout UInt64) throws {
         let reader =
             digestReaders[map.fd]
@@ -473,17 +474,27 @@ extension CalicoDataplane: Dataplane {
             // order-free: the sum of each entry's hash, so iteration order cannot matter
             for i in 0..<n {
                 var e = CalicoDataplane.fnvStart
-                for b in UnsafeRawBufferPointer(start: reader.keys + i * keySize, count: keySize) {
-                    e = (e ^ UInt64(b)) &* 0x100_0000_01b3
-                }
-                for b in UnsafeRawBufferPointer(start: reader.values + i * valueSize, count: valueSize) {
-                    e = (e ^ UInt64(b)) &* 0x100_0000_01b3
-                }
+                CalicoDataplane.mix(reader.keys + i * keySize, keySize, &e)
+                CalicoDataplane.mix(reader.values + i * valueSize, valueSize, &e)
                 sum &+= e
             }
             return true
         }
         h = (h ^ sum) &* 0x100_0000_01b3
+    }
+
+    /// Mixes `count` bytes at `p` into `e`, a word at a time (the tail byte by byte).
+    static func mix(_ p: UnsafeRawPointer, _ count: Int, _ e: inout UInt64) {
+        var i = 0
+        while i + 8 <= count {
+            e = (e ^ p.loadUnaligned(fromByteOffset: i, as: UInt64.self)) &* 0x100_0000_01b3
+            e ^= e >> 29
+            i += 8
+        }
+        while i < count {
+            e = (e ^ UInt64(p.load(fromByteOffset: i, as: UInt8.self))) &* 0x100_0000_01b3
+            i += 1
+        }
     }
 
     public func status() throws -> DataplaneStatus {
