@@ -127,4 +127,39 @@ struct ctctl_calico_slot {
 };
 _Static_assert(sizeof(struct ctctl_calico_slot) == 184, "ctctl_calico_slot is 184 bytes");
 
+/* ---- ctctl's watch of Calico's services (the watching heal) ----
+ *
+ * Calico's maps have no service epoch, and a batch read of an LPM trie costs the kernel a
+ * key walk, an allocation and a lookup per key. So the watching heal reads the frontends and
+ * backends in full only when something changed, and in between, every poll, stages the keys
+ * it last read (frontend keys in `watch_fe`, backend keys {id, ordinal} in `watch_be`, both
+ * unpinned arrays) and runs calico_watch_v4/_v6 (TC programs, through BPF_PROG_TEST_RUN with a
+ * dummy frame; a TC program may use an LPM trie, a sleepable syscall program may not). The
+ * program looks up each staged key in Calico's map of the family (reused by fd) and folds
+ * whether it was found, and its value, into a digest, in order. Slots [fe_start, fe_end) and
+ * [be_start, be_end) of the arrays are the family's; the digests come back in its
+ * ctctl_calico_watch (array `watch_ctl`, index 0 IPv4, 1 IPv6). A key added to a trie is not
+ * among the staged keys: ctctl sees it by the trie's size (its fdinfo `memlock`, which counts
+ * entries from Linux 6.4 on). */
+#define CTCTL_CALICO_WATCH_FE 65536u
+#define CTCTL_CALICO_WATCH_BE 262144u
+
+struct ctctl_calico_watch_key {
+	__u8 key[40]; /* a frontend key as Calico stores it (16 bytes used for IPv4) */
+};
+
+struct ctctl_calico_watch {
+	__u32 fe_start;
+	__u32 fe_end;
+	__u32 be_start;
+	__u32 be_end;
+	__u64 fe_digest; /* out */
+	__u64 be_digest; /* out; only when want_be */
+	__u32 fe_found;	 /* out */
+	__u32 be_found;	 /* out */
+	__u32 want_be;
+	__u32 pad;
+};
+_Static_assert(sizeof(struct ctctl_calico_watch) == 48, "ctctl_calico_watch is 48 bytes");
+
 #endif

@@ -55,6 +55,7 @@ public final class HealDaemon {
                 "dry_run": "\(config.options.dryRun)",
             ])
         var pending: String? = nil  // a pass to run now whatever the epoch (after a reload)
+        watchServices()
         var polls = 0
         while !stop() {
             defer { polls += 1 }
@@ -106,10 +107,16 @@ public final class HealDaemon {
     }
 
     /// Reopens the maps pinned now (after an unload, or a reload); logs and says if it worked.
+    /// Sets up the dataplane's cheapest way to answer the polls, and logs which it got.
+    func watchServices() {
+        if let how = healer.dataplane.watchServices() { logger.info("\(how)", metadata: ["pin_dir": "\(healer.pins.path)"]) }
+    }
+
     func follow(_ message: String) -> Bool {
         do {
             try healer.reopen()
             logger.info("\(message)", metadata: ["pin_dir": "\(healer.pins.path)"])
+            watchServices()
             return true
         } catch {
             logger.debug("no dataplane yet", metadata: ["pin_dir": "\(healer.pins.path)", "error": "\(error.message)"])

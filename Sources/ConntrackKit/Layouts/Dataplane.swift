@@ -97,6 +97,10 @@ public protocol Dataplane: AnyObject {
     /// runs a pass when it moves. The service epoch; on Calico, a digest of the frontends, and
     /// of the backends at most once a second.
     func serviceVersion() throws -> UInt64
+    /// The watching heal is about to poll serviceVersion ten times a second: a layout may set
+    /// up a cheaper way to answer it. Returns how it will watch, for the log (nil: nothing to
+    /// say). A failure leaves the ordinary way in place.
+    func watchServices() -> String?
 
     /// `dataplane status`: the maps, their occupancy, and what else the layout knows.
     func status() throws -> DataplaneStatus
@@ -106,6 +110,8 @@ public protocol Dataplane: AnyObject {
 }
 
 extension Dataplane {
+    public func watchServices() -> String? { nil }
+
     /// Every conntrack entry, one part after the other, on this thread.
     public func scan(_ body: (Batch) throws -> Bool) throws {
         for part in scanParts(1) {

@@ -46,6 +46,9 @@ public final class CalicoDataplane: @unchecked Sendable {
     /// The watching heal's readers of the NAT maps, by map fd: kept, so a poll allocates
     /// nothing (a fresh 4096-entry buffer every 100 ms costs more than the read).
     private var digestReaders: [Int32: RawBatchReader] = [:]
+    /// The watching heal's in-kernel look at the services (CalicoWatcher), once it asked for
+    /// one and the kernel allowed it.
+    private var watcher: CalicoWatcher?
 
     init(
         pinDir: PinDirectory, readOnly: Bool, families: [CalicoFamily], timeouts: Timeouts?, caveats: [String],
@@ -441,9 +444,27 @@ extension CalicoDataplane: Dataplane {
 
     public func serviceEpoch() throws -> UInt32? { nil }
 
-    /// A digest of every frontend (one batch read of each family's trie), and of the
-    /// backends, read again when a second has passed: Calico has no service epoch.
+    public func watchServices() -> String? {
+        do {
+            watcher = try CalicoWatcher(self)
+            return "watching Calico's services in the kernel: the staged keys looked up every poll, read in full on a change"
+        } catch {
+            watcher = nil
+            return "watching Calico's services by reading them in full every poll: \(error.message)"
+        }
+    }
+
+    /// With a watcher, its version; without, a digest of every frontend (one batch read of
+    /// each family's trie), and of the backends, read again when a second has passed: Calico
+    /// has no service epoch.
     public func serviceVersion() throws -> UInt64 {
+        if let w = watcher {
+            do { return try w.serviceVersion() } catch {
+                // more services than its arrays hold, or the kernel refused a run: read in
+                // full from now on, as without it
+                watcher = nil
+            }
+        }
         let now = Timestamp.monotonicNow()
         if backendDigest == nil || now - backendDigest!.at >= 1_000_000_000 {
             var h = CalicoDataplane.fnvStart
