@@ -651,7 +651,7 @@ for b in benches {
                     "The watching heal (`ctctl heal --interval 3600s`, one thread): start and first full pass %.2f s CPU (%.2f s wall); then %d s with nothing changing: %.3f s CPU, %.4f%% of a core (%@).",
                 d.firstPassCPU, d.firstPassWall, DaemonCost.idleSeconds, d.idleCPU, d.idleShare * 100,
                 isCalico
-                    ? "with \(DaemonCost.calicoServices) services: it reads the frontends every 100 ms and the backends every second"
+                    ? "with \(DaemonCost.calicoServices) services: it looks the frontends up every 100 ms and the backends every second, in the kernel"
                     : "its epoch polls"))
     }
     // the issue sets its targets at 1M and 4M entries (and the same figures on Calico's map)
