@@ -15,24 +15,17 @@ enum Net {
         guard CLibBPF_setns_net(fd) == 0 else { throw TopologyError(message: "setns \(name) failed") }
     }
 
-    /// The kernel's TcpExt counters (/proc/net/netstat) of namespace `name`, read on a
-    /// thread of its own that enters it; empty if it cannot be read.
+    /// The kernel's TcpExt counters (/proc/net/netstat) of namespace `name`; empty if they
+    /// cannot be read.
     static func tcpExt(in name: String) -> [String: UInt64] {
-        final class Slot: @unchecked Sendable { var value: [String: UInt64] = [:] }
-        let result = Slot()
-        let t = Thread {
-            guard (try? enter(name)) != nil,
-                let text = try? String(contentsOfFile: "/proc/thread-self/net/netstat", encoding: .utf8)
-            else { return }
-            let lines = text.split(separator: "\n").filter { $0.hasPrefix("TcpExt:") }
-            guard lines.count == 2 else { return }
-            let names = lines[0].split(separator: " ").dropFirst()
-            let values = lines[1].split(separator: " ").dropFirst()
-            result.value = Dictionary(zip(names.map(String.init), values.compactMap { UInt64($0) }), uniquingKeysWith: +)
+        let text = try? NetworkNamespace.run(in: name) {
+            try String(contentsOfFile: "/proc/thread-self/net/netstat", encoding: .utf8)
         }
-        t.start()
-        while !t.isFinished { usleep(1000) }
-        return result.value
+        let lines = (text ?? "").split(separator: "\n").filter { $0.hasPrefix("TcpExt:") }
+        guard lines.count == 2 else { return [:] }
+        let names = lines[0].split(separator: " ").dropFirst()
+        let values = lines[1].split(separator: " ").dropFirst()
+        return Dictionary(zip(names.map(String.init), values.compactMap { UInt64($0) }), uniquingKeysWith: +)
     }
 
     static func timeout(_ fd: Int32, seconds: Double) {

@@ -28,6 +28,18 @@ enum CalicoObject {
         return (obj, path)
     }
 
+    /// The fds of a loaded object's two programs of one kind, by family (true: IPv6).
+    static func programs(_ obj: OpaquePointer, v4: String, v6: String, path: String) throws(CtctlError) -> [Bool: Int32] {
+        var fds: [Bool: Int32] = [:]
+        for (family, name) in [(false, v4), (true, v6)] {
+            guard let p = bpf_object__find_program_by_name(obj, name) else {
+                throw CtctlError(.badLayout, "\(path) lacks its program \(name): rebuild it with this ctctl")
+            }
+            fds[family] = bpf_program__fd(p)
+        }
+        return fds
+    }
+
     /// An array map of a loaded object, mapped into this process (BPF_F_MMAPABLE).
     final class Mapped<T> {
         let pointer: UnsafeMutablePointer<T>

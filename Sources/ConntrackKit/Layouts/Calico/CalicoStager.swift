@@ -45,17 +45,10 @@ final class CalicoStager {
         }
         var ok = false
         defer { if !ok { bpf_object__close(obj) } }
-        var progs: [Bool: Int32] = [:]
-        for v6 in [false, true] {
-            guard let p = bpf_object__find_program_by_name(obj, v6 ? "calico_stage_v6" : "calico_stage_v4") else {
-                throw CtctlError(.badLayout, "\(path) lacks its programs: rebuild it with this ctctl")
-            }
-            progs[v6] = bpf_program__fd(p)
-        }
         stage = try CalicoObject.Mapped(obj, "stage", count: CalicoStager.capacity, path: path)
         self.path = path
         object = obj
-        programs = progs
+        programs = try CalicoObject.programs(obj, v4: "calico_stage_v4", v6: "calico_stage_v6", path: path)
         ok = true
     }
 

@@ -21,7 +21,8 @@ final class CalicoWatcher {
     private let beKeys: CalicoObject.Mapped<UInt64>
     private let control: CalicoObject.Mapped<ctctl_calico_watch>
     private let families: [CalicoFamily]
-    let path: String
+    /// The frame each run is given: a TC program needs one; this one reads none of it.
+    private static let frame = [UInt8](repeating: 0, count: 64)
 
     /// What the last full read saw: the tries' sizes, and the digests of its keys then.
     private var sizes: [UInt64]? = nil
@@ -68,19 +69,11 @@ final class CalicoWatcher {
         }
         var ok = false
         defer { if !ok { bpf_object__close(obj) } }
-        var progs: [Bool: Int32] = [:]
-        for v6 in [false, true] {
-            guard let p = bpf_object__find_program_by_name(obj, v6 ? "calico_watch_v6" : "calico_watch_v4") else {
-                throw CtctlError(.badLayout, "\(path) lacks its watch programs: rebuild it with this ctctl")
-            }
-            progs[v6] = bpf_program__fd(p)
-        }
         feKeys = try CalicoObject.Mapped(obj, "watch_fe", count: CalicoWatcher.feCapacity, path: path)
         beKeys = try CalicoObject.Mapped(obj, "watch_be", count: CalicoWatcher.beCapacity, path: path)
         control = try CalicoObject.Mapped(obj, "watch_ctl", count: 2, path: path)
-        self.path = path
         object = obj
-        programs = progs
+        programs = try CalicoObject.programs(obj, v4: "calico_watch_v4", v6: "calico_watch_v6", path: path)
         ok = true
     }
 
@@ -144,12 +137,14 @@ final class CalicoWatcher {
             let v6 = f.format.v6
             let c = control.pointer + (v6 ? 1 : 0)
             c.pointee.want_be = backends ? 1 : 0
-            var frame = [UInt8](repeating: 0, count: 64)
             var retval: UInt32 = 0
             var duration: UInt32 = 0
             do throws(Errno) {
                 try Errno.bpf {
-                    CLibBPF_prog_test_run(programs[v6]!, &frame, UInt32(frame.count), nil, nil, nil, 0, 1, &retval, &duration)
+                    CalicoWatcher.frame.withUnsafeBytes {
+                        CLibBPF_prog_test_run(
+                            programs[v6]!, $0.baseAddress, UInt32($0.count), nil, nil, nil, 0, 1, &retval, &duration)
+                    }
                 }
             } catch {
                 throw CtctlError.from(error, doing: "running ctctl's watch of Calico's services over", path: f.frontends.path)
