@@ -87,6 +87,22 @@ struct CalicoWriteTests {
     }
 
     @Test(
+        "heal --once on a filled Calico map deletes every stale entry exactly once; orphans wait 200 ms while other deletes go ahead",
+        arguments: [1, 2])
+    func healOnceThroughThePipeline(_ threads: Int) throws {
+        try withCalicoLab("pipeline-\(threads)", version: "head") { lab in
+            let n = 250_000
+            try CalicoFill.resize(lab.pins, map: "cali_v4_ct4", entries: n)
+            let fill = CalicoFill(entries: n)
+            try fill.createServices { _ = try lab.lab($0) }
+            let counts = try fill.write(lab.pins.pin("cali_v4_ct4"), now: Timestamp.monotonicNow())
+            #expect(counts.orphanPairs * 2 > CalicoRemover.orphanCapacity, "a full buffer of orphans is handed over early")
+            let r = ctctl(["heal", "--once", "-o", "json", "--threads", "\(threads)", "--pin-dir", lab.pins.path])
+            try expectHealedExactly(r, stale: counts.stale, pinDir: lab.pins.path)
+        }
+    }
+
+    @Test(
         "remove leaves no half pair, unlike Calico's own: the NAT_REV goes with its NAT_FWD, either way round", arguments: cases)
     func removeLeavesNoHalfPair(_ version: String, _ v6: Bool) throws {
         try withCalicoLab("pairs-\(version)-\(v6 ? 6 : 4)", version: version) { lab in

@@ -146,6 +146,17 @@ struct HealTests {
         }
     }
 
+    @Test(
+        "heal --once on a filled map deletes every stale entry exactly once while the scan goes on (buffers deleted on a thread of their own)",
+        arguments: [1, 2])
+    func healOnceThroughThePipeline(_ threads: Int) throws {
+        try withFilledDataplane("pipeline-\(threads)", entries: 60_000) { t, counts in
+            #expect(counts.stale > 4 * Stager.capacity, "enough stale entries for several buffers")
+            let r = ctctl(["heal", "--once", "-o", "json", "--threads", "\(threads)", "--pin-dir", t.pins.path])
+            try expectHealedExactly(r, stale: counts.stale, pinDir: t.pins.path)
+        }
+    }
+
     @Test("during a pass: an entry the datapath re-creates survives; a stuck flow refreshed meanwhile is still healed")
     func raceDuringPass() throws {
         try withDataplane("race", options: StaleFixture.options) { t in

@@ -8,13 +8,7 @@ import Testing
 struct LedgerTests {
     @Test("ledger, direct partner checks, and an overflowed ledger give the same verdicts on a realistic fill")
     func equivalence() throws {
-        var o = LoadOptions()
-        o.ctSize = 1 << 18
-        o.timeouts = try Timeouts(parsing: "udp=30s,tcp=120s")
-        try withDataplane("ledger", options: o) { t in
-            let fill = BenchFill(entries: 100_000)
-            try fill.createServices(t.dp, lock: t.lock())
-            let counts = try fill.write(t.dp, now: Timestamp.monotonicNow())
+        try withFilledDataplane("ledger", entries: 100_000) { t, counts in
             let now = Timestamp.monotonicNow()
             func verdicts(_ make: (StaleJudge<ReferenceRules>) -> EntryScan<ReferenceDataplane>) throws -> [String: String] {
                 let judge = StaleJudge(try t.dp.staleRules(holdingLock: false), now: now)

@@ -97,3 +97,19 @@ func keyText(_ p: IPProto, _ s: String, _ d: String) -> String {
 extension Array where Element == UInt8 {
     var chunks2: [(UInt8, UInt8)] { stride(from: 0, to: count, by: 2).map { (self[$0], self[$0 + 1]) } }
 }
+
+/// A `heal --once -o json` report of a map with `stale` stale entries: every entry reported
+/// once, each deleted (a pair counts two), nothing else; and nothing stale left after it.
+func expectHealedExactly(_ r: CommandResult, stale: Int, pinDir: String) throws {
+    #expect(r.status == 0, "\(r.err)")
+    let report = try jsonArray(r.out)
+    let lines = report.map { o in o.keys.sorted().map { "\($0)=\(o[$0]!)" }.joined(separator: " ") }
+    #expect(Set(lines).count == lines.count, "an entry reported twice")
+    #expect(
+        report.allSatisfy { ($0["result"] as? String) == "deleted" }, "only deletes: \(Set(report.map { "\($0["result"]!)" }))")
+    let deleted = report.reduce(0) { $0 + (($1["with_partner"] as? Bool) == true ? 2 : 1) }
+    #expect(deleted == stale, "deleted \(deleted) of \(stale) stale entries")
+    #expect(r.err.contains("healed: \(stale) entries deleted"), "\(r.err)")
+    let left = ctctl(["conntrack", "list", "--stale", "--count", "--pin-dir", pinDir])
+    #expect(left.out.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "stale entries left: \(left.out) \(left.err)")
+}

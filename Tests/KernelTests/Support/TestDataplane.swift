@@ -77,6 +77,19 @@ func withDataplane<T>(
     return try body(t)
 }
 
+/// Runs body with a fresh dataplane filled as the benchmark fills it (BenchFill: services, live
+/// entries and 10% stale), in a 256k-entry map with UDP and TCP timeouts.
+func withFilledDataplane<T>(_ tag: String, entries: Int, _ body: (TestDataplane, BenchFill.Counts) throws -> T) throws -> T {
+    var o = LoadOptions()
+    o.ctSize = 1 << 18
+    o.timeouts = try Timeouts(parsing: "udp=30s,tcp=120s")
+    return try withDataplane(tag, options: o) { t in
+        let fill = BenchFill(entries: entries)
+        try fill.createServices(t.dp, lock: t.lock())
+        return try body(t, try fill.write(t.dp, now: Timestamp.monotonicNow()))
+    }
+}
+
 extension LoadOptions {
     static var epochOff: LoadOptions {
         var o = LoadOptions()

@@ -18,6 +18,9 @@ public final class CalicoRemover: EntryRemover {
     /// orphan-nat verdicts on a view read once, waiting until 200 ms after the read.
     private var orphans: [Bool: EntryBuffer] = [:]
     static let orphanCapacity = 8192
+    static let orphanDelayNs: UInt64 = 200_000_000
+    /// Full buffers are deleted on a thread of its own while the scan goes on.
+    private let pipeline = DeletePipeline()
 
     init(_ dp: CalicoDataplane, lock: WriterLock?, report: @escaping RemovalReport<CalicoEntry>) throws(CtctlError) {
         self.dp = dp
@@ -31,25 +34,33 @@ public final class CalicoRemover: EntryRemover {
         }
     }
 
+    deinit { pipeline.stop() }
+
     public var dryRun: Bool { stager == nil }
 
     public func add(_ e: CalicoEntry, reason: StaleReason?) throws {
-        let size = e.format.keySize
-        if handled.contains(e.key, count: size) { return }
+        // (the delete checks `handled` right before staging: the pipeline's thread writes it)
         guard stager != nil else { return try wouldDelete(e, reason) }
+        let v6 = e.format.v6
         if reason == .orphanNAT, let view = dp.lastView, !view.stable {
-            let buffer = orphans[e.format.v6]!
+            let buffer = orphans[v6]!
             buffer.append(key: e.key, value: e.value, reason)
-            if buffer.isFull { try flushOrphans(v6: e.format.v6) }
+            if buffer.isFull {
+                // due 200 ms after the view was read; the pipeline does other deletes meanwhile
+                orphans[v6] = try pipeline.handOver(buffer, notBefore: view.readAt + CalicoRemover.orphanDelayNs) {
+                    try self.deleteOrphans($0, v6: v6)
+                }
+            }
             return
         }
-        let buffer = pending[e.format.v6]!
+        let buffer = pending[v6]!
         buffer.append(key: e.key, value: e.value, reason)
-        if buffer.isFull { try delete(buffer, v6: e.format.v6) }
+        if buffer.isFull { pending[v6] = try pipeline.handOver(buffer) { try self.delete($0, v6: v6) } }
     }
 
     private func wouldDelete(_ e: CalicoEntry, _ reason: StaleReason?) throws {
         let size = e.format.keySize
+        if handled.contains(e.key, count: size) { return }
         var partnerKey: [UInt8]? = nil
         try dp.partner(of: e) { p in partnerKey = p.map { Array(UnsafeRawBufferPointer(start: $0.key, count: size)) } }
         handled.insert(e.key, count: size)
@@ -60,17 +71,18 @@ public final class CalicoRemover: EntryRemover {
     }
 
     public func flush() throws {
+        try pipeline.finish()
         for f in dp.families {
             try delete(pending[f.format.v6]!, v6: f.format.v6)
-            try flushOrphans(v6: f.format.v6)
+            try deleteOrphans(orphans[f.format.v6]!, v6: f.format.v6)
         }
     }
 
     /// The held orphan-nat verdicts, once 200 ms have passed since the view was read: each
     /// deleted only if its service is, in the live maps, still what the view said.
-    private func flushOrphans(v6: Bool) throws {
-        guard let buffer = orphans[v6], buffer.count > 0, let view = dp.lastView else { return }
-        let due = view.readAt + 200_000_000
+    private func deleteOrphans(_ buffer: EntryBuffer, v6: Bool) throws {
+        guard buffer.count > 0, let view = dp.lastView else { return }
+        let due = view.readAt + CalicoRemover.orphanDelayNs
         let now = Timestamp.monotonicNow()
         if due > now { usleep(UInt32((due - now) / 1000)) }
         try delete(buffer, v6: v6)
