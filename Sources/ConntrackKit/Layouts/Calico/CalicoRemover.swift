@@ -6,8 +6,7 @@ import Glibc
 /// rests on are read again (CalicoLive); in the run, ctctl's program repeats the verdict's
 /// frontend lookups in Calico's trie, re-checks the identity (type and NAT linkage), half
 /// pairs (the partner still missing) and expiry (last_seen unchanged), and deletes a pair
-/// NAT_REV first. A dry run reads only and
-/// reports what would go, pairs whole.
+/// NAT_REV first. A dry run reads only and reports what would go, pairs whole.
 public final class CalicoRemover: EntryRemover {
     let dp: CalicoDataplane
     let report: RemovalReport<CalicoEntry>
