@@ -2,8 +2,8 @@
 /* ctctl's compare-and-delete for Calico's conntrack maps, and its watch of Calico's services:
  * thin entry points, logic in lib/calico_stage.h and lib/calico_watch.h, the contract in
  * include/ctctl_calico.h. Nothing here is pinned: ctctl loads this object with Calico's maps
- * in place of ct_v4/ct_v6 and fe_v4/fe_v6 (a command that deletes) or fe_v4/fe_v6/be_v4/be_v6
- * (the watching heal) through bpf_map__reuse_fd, and unloads it when it ends. */
+ * in place of ct_v4/ct_v6 (a command that deletes) or fe_v4/fe_v6/be_v4/be_v6 (the watching
+ * heal) through bpf_map__reuse_fd, and unloads it when it ends. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
@@ -34,16 +34,8 @@ struct {
 	__type(value, struct ctctl_calico_slot);
 } stage SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ctctl_stage_ctx);
-} stage_ctl SEC(".maps");
-
-/* Calico's frontend tries and backend maps, reused by fd like the conntrack maps: the
- * compare-and-delete looks the frontends up, the watch (ctctl_calico.h) both. */
+/* The watch (ctctl_calico.h): Calico's frontend tries and backend maps, reused by fd like
+ * the conntrack maps. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -101,16 +93,16 @@ struct {
 #include "lib/calico_stage.h"
 #include "lib/calico_watch.h"
 
-SEC("tc")
-int calico_stage_v4(struct __sk_buff *skb)
+SEC("syscall")
+int calico_stage_v4(struct ctctl_stage_ctx *ctx)
 {
-	return calico_stage_run(&ct_v4, &fe_v4, 0);
+	return calico_stage_run(ctx, &ct_v4, 0);
 }
 
-SEC("tc")
-int calico_stage_v6(struct __sk_buff *skb)
+SEC("syscall")
+int calico_stage_v6(struct ctctl_stage_ctx *ctx)
 {
-	return calico_stage_run(&ct_v6, &fe_v6, 1);
+	return calico_stage_run(ctx, &ct_v6, 1);
 }
 
 SEC("tc")

@@ -184,54 +184,6 @@ struct CalicoWriteTests {
         }
     }
 
-    @Test(
-        "the kernel run that deletes repeats the verdict's frontend lookups: a frontend rewritten after the last check keeps the entry",
-        arguments: [false, true])
-    func frontendRecheckedInTheRun(_ v6: Bool) throws {
-        try withCalicoLab("fe-run-\(v6 ? 6 : 4)", version: "head") { lab in
-            let n = Net(v6: v6)
-            try CalicoWriteTests.incident(lab, n, client: n.stuck)
-            let dp = try CalicoDataplane.open(lab.pins, readOnly: false, options: LayoutOptions())
-            let lock = try dp.writerLock(timeoutMs: 5000)
-            let stager = try CalicoStager(dp, lock: lock)
-            let family = try #require(dp.family(v6))
-            /// Judges now, stages the missed-nat entry with its frontend lookups, lets `meanwhile`
-            /// run, then runs the kernel's compare-and-delete; its result.
-            func run(meanwhile: () throws -> Void) throws -> UInt8 {
-                let judged = try judge(dp)
-                #expect(judged.map(\.reason) == [.missedNAT])
-                let j = try #require(judged.first)
-                return try j.key.withUnsafeBytes { k in
-                    try j.value.withUnsafeBytes { v in
-                        let e = family.entry(k.baseAddress!, v.baseAddress!)
-                        let live = CalicoLive(family, view: dp.lastView)
-                        let lookups = try #require(live.stillHolds(e, .missedNAT))
-                        #expect(lookups.count == 1 && lookups[0].found != nil, "the flow's own frontend, found")
-                        let s = stager.slots
-                        s.pointee = ctctl_calico_slot()
-                        withUnsafeMutableBytes(of: &s.pointee.key) {
-                            $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: k[..<e.format.keySize]))
-                        }
-                        s.pointee.type = e.typeRaw
-                        s.pointee.rule = UInt8(StaleReason.missedNAT.rule.rawValue)
-                        live.stage(lookups, into: s)
-                        try meanwhile()
-                        try stager.run(v6: v6, count: 1)
-                        return s.pointee.result
-                    }
-                }
-            }
-            // felix rewrites the frontend (a second backend: another count) after the check
-            let kept = try run { try lab.setService(n.service, [n.b1, n.b2]) }
-            #expect(DeleteOutcome(stageResult: kept, dryRun: false) == .noLongerStale)
-            #expect(try entries(lab, n, client: n.stuck).count == 1, "the NORMAL entry is kept")
-            // judged again on the frontend as it is: deleted
-            let deleted = try run {}
-            #expect(DeleteOutcome(stageResult: deleted, dryRun: false) == .deleted(partner: false))
-            #expect(try entries(lab, n, client: n.stuck).isEmpty)
-        }
-    }
-
     @Test("a verdict whose rule no longer holds at delete time is kept: the frontend is re-checked right before")
     func ruleRecheckedBeforeDelete() throws {
         try withCalicoLab("recheck", version: "head") { lab in

@@ -102,26 +102,10 @@
  * the same type and NAT linkage (a NAT_FWD's nat_rev_key, a NAT_REV's original addresses),
  * and the rule still holds where the kernel can tell (half-pair: the partner still missing;
  * expired: last_seen unchanged). A NAT pair goes NAT_REV first, so a NAT_REV is never left
- * alone. The frontend a missed-nat or orphan-nat verdict rests on is re-checked in the same
- * run: ctctl stages the frontend map lookups Calico's datapath makes for the flow (at most
- * two: the flow's own, and the NodePort wildcard when that finds nothing) with what each found
- * when the verdict was made, and the program looks each up again in Calico's frontend trie
- * (fe_v4/fe_v6, reused by fd) and deletes only if every one finds the same (or, as before,
- * nothing). Results use CTCTL_STAGE_R_* (ctctl_abi.h); a frontend that changed is
- * CTCTL_STAGE_R_RULE_FAILED. These are TC programs (a sleepable syscall program may not use an
- * LPM trie), run through BPF_PROG_TEST_RUN with a dummy frame; the run's struct
- * ctctl_stage_ctx (ctctl_abi.h) is element 0 of the array `stage_ctl`. */
+ * alone. Results use CTCTL_STAGE_R_* (ctctl_abi.h). The frontend a missed-nat or orphan-nat
+ * verdict depends on is re-checked by ctctl right before the run: an LPM trie cannot be
+ * used from this (sleepable) program. */
 #define CTCTL_CALICO_STAGE_SLOTS 256u
-#define CTCTL_CALICO_FE_CHECKS 2u
-
-/* One frontend lookup a verdict rests on. */
-struct ctctl_calico_fe_check {
-	__u8 key[40];	/* the trie lookup key, full prefix length (16 bytes used for IPv4) */
-	__u8 value[20]; /* the value found (when `found`) */
-	__u8 found;	/* 1: the lookup must find `value`; 0: it must find nothing */
-	__u8 pad[3];
-};
-_Static_assert(sizeof(struct ctctl_calico_fe_check) == 64, "ctctl_calico_fe_check is 64 bytes");
 
 /* ctctl_calico_slot.flags */
 #define CTCTL_CALICO_SLOT_PARTNER 0x1u	/* `partner` holds the NAT partner's key */
@@ -139,11 +123,9 @@ struct ctctl_calico_slot {
 	__u8 rule;		 /* enum ctctl_rule it was judged by (ctctl_abi.h) */
 	__u8 flags;		 /* CTCTL_CALICO_SLOT_* */
 	__u8 result;		 /* out: CTCTL_STAGE_R_* */
-	__u8 fe_checks;		 /* how many of `fe` to check (0..CTCTL_CALICO_FE_CHECKS) */
-	__u8 pad[3];
-	struct ctctl_calico_fe_check fe[CTCTL_CALICO_FE_CHECKS];
+	__u8 pad[4];
 };
-_Static_assert(sizeof(struct ctctl_calico_slot) == 312, "ctctl_calico_slot is 312 bytes");
+_Static_assert(sizeof(struct ctctl_calico_slot) == 184, "ctctl_calico_slot is 184 bytes");
 
 /* ---- ctctl's watch of Calico's services (the watching heal) ----
  *

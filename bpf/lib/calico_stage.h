@@ -12,7 +12,6 @@
 
 struct calico_stage_loop {
 	void *ct;
-	void *fe;
 	__u32 done;
 	__u32 deleted;
 };
@@ -46,27 +45,6 @@ static __always_inline int calico_is_partner(const struct ctctl_calico_slot *s, 
 		return p[CALICO_CT_TYPE] == CALICO_CT_NAT_REV;
 	return p[CALICO_CT_TYPE] == CALICO_CT_NAT_FWD &&
 	       calico_bytes_equal(p + CALICO_CT_NAT_REV_KEY, s->key, ks);
-}
-
-/* Does every frontend lookup the verdict rests on still find what it found then? */
-static __always_inline int calico_frontends_hold(const struct ctctl_calico_slot *s, void *fe)
-{
-	int i;
-
-#pragma unroll
-	for (i = 0; i < CTCTL_CALICO_FE_CHECKS; i++) {
-		const struct ctctl_calico_fe_check *c = &s->fe[i];
-		const __u8 *v;
-
-		if (i >= s->fe_checks)
-			break;
-		v = bpf_map_lookup_elem(fe, c->key);
-		if (!v != !c->found)
-			return 0;
-		if (v && !calico_bytes_equal(v, c->value, CALICO_FE_VALUE_SIZE))
-			return 0;
-	}
-	return 1;
 }
 
 static __always_inline __u8 calico_stage_delete(struct ctctl_calico_slot *s,
@@ -104,9 +82,7 @@ static __always_inline __u8 calico_stage_delete(struct ctctl_calico_slot *s,
 	if (partner_ok)
 		r |= CTCTL_STAGE_R_PARTNER_OK;
 
-	/* the rule, where the kernel can tell: the service the verdict rests on, unchanged */
-	if (!calico_frontends_hold(s, lc->fe))
-		return r | CTCTL_STAGE_R_RULE_FAILED;
+	/* the rule, where the kernel can tell */
 	switch (s->rule) {
 	case CTCTL_RULE_HALF_PAIR:
 		if (partner_ok)
@@ -158,16 +134,13 @@ static __always_inline __u8 calico_stage_delete(struct ctctl_calico_slot *s,
 CALICO_STAGE_ONE(calico_stage_one_v4, 0)
 CALICO_STAGE_ONE(calico_stage_one_v6, 1)
 
-static __always_inline int calico_stage_run(void *ct, void *fe, int v6)
+static __always_inline int calico_stage_run(struct ctctl_stage_ctx *ctx, void *ct, int v6)
 {
-	__u32 zero = 0;
-	struct ctctl_stage_ctx *ctx = bpf_map_lookup_elem(&stage_ctl, &zero);
-	struct calico_stage_loop lc = {.ct = ct, .fe = fe};
-	__u32 count;
+	struct calico_stage_loop lc = {.ct = ct};
+	__u32 count = ctx->count;
 
-	if (!ctx || ctx->op != CTCTL_STAGE_OP_DELETE)
-		return 1;
-	count = ctx->count;
+	if (ctx->op != CTCTL_STAGE_OP_DELETE)
+		return -1;
 	if (count > CTCTL_CALICO_STAGE_SLOTS)
 		count = CTCTL_CALICO_STAGE_SLOTS;
 	bpf_loop(count, v6 ? calico_stage_one_v6 : calico_stage_one_v4, &lc, 0);

@@ -2,11 +2,11 @@ import CLibBPF
 import Glibc
 
 /// Deletes entries from Calico's conntrack maps, each only if it is still what was judged:
-/// right before the kernel run, the routes and backends a missed-nat or orphan-nat verdict
-/// rests on are read again (CalicoLive); in the run, ctctl's program repeats the verdict's
-/// frontend lookups in Calico's trie, re-checks the identity (type and NAT linkage), half
-/// pairs (the partner still missing) and expiry (last_seen unchanged), and deletes a pair
-/// NAT_REV first. A dry run reads only and reports what would go, pairs whole.
+/// right before the kernel run, the frontend a missed-nat or orphan-nat verdict rests on is
+/// looked up again as Calico's datapath looks it up (CalicoLive); in the run, ctctl's program
+/// re-checks the identity (type and NAT linkage), half pairs (the partner still missing) and
+/// expiry (last_seen unchanged), and deletes a pair NAT_REV first. A dry run reads only and
+/// reports what would go, pairs whole.
 public final class CalicoRemover: EntryRemover {
     let dp: CalicoDataplane
     let report: RemovalReport<CalicoEntry>
@@ -112,18 +112,13 @@ public final class CalicoRemover: EntryRemover {
             let e = family.entry(buffer.key(i), buffer.value(i))
             let reason = buffer.reasons[i]
             if handled.contains(e.key, count: fmt.keySize) { continue }
-            // the services a verdict rests on (the kernel repeats its frontend lookups)
-            var lookups: [CalicoLive.Lookup] = []
-            if let reason {
-                guard let l = live.stillHolds(e, reason), l.count <= Int(CTCTL_CALICO_FE_CHECKS) else {
-                    try settle(e, reason, .noLongerStale)
-                    continue
-                }
-                lookups = l
+            // the frontend a verdict rests on, as it is now
+            if let reason, !live.stillHolds(e, reason) {
+                try settle(e, reason, .noLongerStale)
+                continue
             }
             let s = stager.slots + staged.count
             s.pointee = ctctl_calico_slot()
-            live.stage(lookups, into: s)
             withUnsafeMutableBytes(of: &s.pointee.key) { $0.baseAddress!.copyMemory(from: e.key, byteCount: fmt.keySize) }
             s.pointee.type = e.typeRaw
             s.pointee.rule = UInt8((reason?.rule ?? CTCTL_RULE_REQUESTED).rawValue)
@@ -181,38 +176,25 @@ public final class CalicoRemover: EntryRemover {
     }
 }
 
-/// What a missed-nat or orphan-nat verdict rests on, checked right before its delete: the
-/// decision Calico's datapath would make for the flow's next packet, by the frontends of the
-/// view the scan judged with and the routes and backends as they are now. The frontend lookups
-/// that decision made (and what each found) go into the entry's slot: the kernel run that
-/// deletes it repeats them in Calico's frontend trie and keeps the entry if any finds
-/// something else (ctctl_calico_fe_check).
+/// Calico's services as they are now, looked up in the kernel the way its datapath looks them
+/// up (the frontend trie's longest prefix, the routes, the backends): the re-check of a
+/// missed-nat or orphan-nat verdict right before the delete.
 final class CalicoLive {
     let family: CalicoFamily
-    /// The view the verdicts were made on: an orphan is deleted only if its service is still
-    /// what the view said (felix rewrites ordinals in place).
+    /// The view the verdicts were made on: an orphan is deleted only if its service, read now,
+    /// is still what the view said (felix rewrites ordinals in place).
     let view: CalicoFamilyView?
     let routes: CalicoRoutes
     private let key: UnsafeMutableRawPointer
     private let value: UnsafeMutableRawPointer
     private var members: [UInt32: [Endpoint?]] = [:]
 
-    /// One frontend lookup of the datapath's: (destination, port, protocol, client), and the
-    /// frontend it found in the view.
-    struct Lookup {
-        let dst: IPAddress
-        let port: UInt16
-        let proto: UInt8
-        let client: IPAddress
-        let found: CalicoFrontend?
-    }
-
     init(_ family: CalicoFamily, view: CalicoServiceView?) {
         self.family = family
         self.view = family.format.v6 ? view?.v6 : view?.v4
         routes = CalicoRoutes(family.routes, family.format)
-        key = .allocate(byteCount: CalicoFormat.beKeySize, alignment: 8)
-        value = .allocate(byteCount: family.format.beValueSize, alignment: 8)
+        key = .allocate(byteCount: max(family.format.feKeySize, CalicoFormat.beKeySize), alignment: 8)
+        value = .allocate(byteCount: max(CalicoFormat.feValueSize, family.format.beValueSize), alignment: 8)
     }
 
     deinit {
@@ -220,19 +202,12 @@ final class CalicoLive {
         value.deallocate()
     }
 
-    /// The datapath's decision by the view's frontends and the live routes, and the lookups
-    /// it made.
-    func state(_ view: CalicoFamilyView, _ dst: IPAddress, _ port: UInt16, _ proto: UInt8, client: IPAddress) -> (
-        CalicoFrontend?, FrontendState, [Lookup]
-    ) {
-        var lookups: [Lookup] = []
-        let (fe, st) = CalicoFamilyView.state(dst, port, proto, client: client, v6: family.format.v6, routes: routes.flags) {
-            d, p, pr, c in
-            let f = view.match(d, p, pr, client: c)
-            lookups.append(Lookup(dst: d, port: p, proto: pr, client: c, found: f))
-            return f
+    func state(_ dst: IPAddress, _ port: UInt16, _ proto: UInt8, client: IPAddress) -> (CalicoFrontend?, FrontendState) {
+        CalicoFamilyView.state(dst, port, proto, client: client, v6: family.format.v6, routes: routes.flags) { d, p, pr, c in
+            CalicoFrontend.lookupKey(key, family.format, d, p, pr, c)
+            guard (try? family.frontends.lookup(UnsafeRawPointer(key), into: value)) == true else { return nil }
+            return CalicoFrontend(key: key, value: value, family.format)
         }
-        return (fe, st, lookups)
     }
 
     /// Service `id`'s backends by ordinal below `count`, read now (once per run).
@@ -255,47 +230,32 @@ final class CalicoLive {
         return out
     }
 
-    /// Does the verdict still hold, by the view's frontends and the live routes and backends?
-    /// The frontend lookups for the kernel to repeat if so (none for half-pair and expired,
-    /// which the kernel re-checks by the entries themselves); nil if not.
-    func stillHolds(_ e: CalicoEntry, _ reason: StaleReason) -> [Lookup]? {
+    /// Does the verdict still hold by the services as they are now? (half-pair and expired
+    /// are re-checked in the kernel.)
+    func stillHolds(_ e: CalicoEntry, _ reason: StaleReason) -> Bool {
         switch reason {
         case .missedNAT:
-            guard let view else { return nil }
-            let (_, st, lookups) = state(
-                view, e.originalDestination, e.originalDestinationPort, e.proto, client: e.originalSource)
-            if case .active = st { return lookups }
-            return nil
+            if case .active = state(e.originalDestination, e.originalDestinationPort, e.proto, client: e.originalSource).1 {
+                return true
+            }
+            return false
         case .orphanNAT:
-            guard let view else { return nil }
-            let (fe, st, lookups) = state(view, e.serviceAddress, e.servicePort, e.serviceProto, client: e.originalSource)
-            // its backends must be, now, what the verdict was made on
-            if let fe, ordinals(of: fe.id, count: fe.count) != view.ordinals(of: fe.id, count: fe.count) { return nil }
+            let (fe, st) = state(e.serviceAddress, e.servicePort, e.serviceProto, client: e.originalSource)
+            if let view {
+                // the service must be, now, what the verdict was made on
+                let (then, _) = view.state(e.serviceAddress, e.servicePort, e.serviceProto, client: e.originalSource)
+                guard fe?.value == then?.value else { return false }
+                if let fe, ordinals(of: fe.id, count: fe.count) != view.ordinals(of: fe.id, count: fe.count) { return false }
+            }
             switch st {
             case .active:
                 // any ordinal below the frontend's full count, as the scan's view judged it
                 let backend = Endpoint(address: e.backendAddress, port: e.backendPort)
-                return ordinals(of: fe!.id, count: fe!.count).contains(backend) ? nil : lookups
-            case .unjudged: return nil
-            case .noBackends, .drop, .excluded, .none: return lookups
+                return !ordinals(of: fe!.id, count: fe!.count).contains(backend)
+            case .unjudged: return false
+            case .noBackends, .drop, .excluded, .none: return true
             }
-        case .halfPair, .expired: return []
-        }
-    }
-
-    /// Writes `lookups` into a slot's frontend checks.
-    func stage(_ lookups: [Lookup], into s: UnsafeMutablePointer<ctctl_calico_slot>) {
-        let fmt = family.format
-        s.pointee.fe_checks = UInt8(lookups.count)
-        withUnsafeMutableBytes(of: &s.pointee.fe) { raw in
-            for (i, l) in lookups.enumerated() {
-                let c = raw.baseAddress! + i * MemoryLayout<ctctl_calico_fe_check>.stride
-                CalicoFrontend.lookupKey(c, fmt, l.dst, l.port, l.proto, l.client)
-                guard let f = l.found else { continue }
-                let v = c + MemoryLayout<ctctl_calico_fe_check>.offset(of: \.value)!
-                for (j, word) in f.value.enumerated() { v.storeBytes(of: word, toByteOffset: j * 4, as: UInt32.self) }
-                c.storeBytes(of: UInt8(1), toByteOffset: MemoryLayout<ctctl_calico_fe_check>.offset(of: \.found)!, as: UInt8.self)
-            }
+        case .halfPair, .expired: return true
         }
     }
 }

@@ -2,15 +2,14 @@ import CLibBPF
 import Glibc
 
 /// ctctl's compare-and-delete program for Calico's conntrack maps (bpf/ctctl_calico.bpf.c),
-/// loaded for one command with Calico's own conntrack and frontend map fds in place of its
-/// placeholders, and unloaded when the command ends: nothing is pinned, nothing is created in
-/// Calico's directory. Up to CTCTL_CALICO_STAGE_SLOTS entries a run, one BPF_PROG_TEST_RUN each.
+/// loaded for one command with Calico's own map fds in place of its placeholders, and
+/// unloaded when the command ends: nothing is pinned, nothing is created in Calico's
+/// directory. Up to CTCTL_CALICO_STAGE_SLOTS entries a run, one BPF_PROG_TEST_RUN each.
 final class CalicoStager {
     static let capacity = Int(CTCTL_CALICO_STAGE_SLOTS)
     private let object: OpaquePointer
     private let programs: [Bool: Int32]
     private let stage: CalicoObject.Mapped<ctctl_calico_slot>
-    private let control: CalicoObject.Mapped<ctctl_stage_ctx>
     var slots: UnsafeMutablePointer<ctctl_calico_slot> { stage.pointer }
     let path: String
 
@@ -18,7 +17,13 @@ final class CalicoStager {
     init(_ dp: CalicoDataplane, lock: WriterLock) throws(CtctlError) {
         try dp.verify(holding: lock)
         let (obj, path) = try CalicoObject.open { obj, path throws(CtctlError) in
-            try CalicoObject.reuse(obj, path: path, dp.families) { [("ct", $0.ct), ("fe", $0.frontends)] }
+            for f in dp.families {
+                guard let m = bpf_object__find_map_by_name(obj, f.format.v6 ? "ct_v6" : "ct_v4") else {
+                    throw CtctlError(.badLayout, "\(path) is not ctctl's Calico object (no ct map): rebuild it with this ctctl")
+                }
+                let r = bpf_map__reuse_fd(m, f.ct.fd)
+                if r != 0 { throw CtctlError.from(Errno(-r), doing: "using", path: f.ct.path) }
+            }
             // the watch (CalicoWatcher) is not this command's: its programs stay unloaded and
             // its arrays one slot long
             for name in ["calico_watch_v4", "calico_watch_v6"] {
@@ -41,7 +46,6 @@ final class CalicoStager {
         var ok = false
         defer { if !ok { bpf_object__close(obj) } }
         stage = try CalicoObject.Mapped(obj, "stage", count: CalicoStager.capacity, path: path)
-        control = try CalicoObject.Mapped(obj, "stage_ctl", count: 1, path: path)
         self.path = path
         object = obj
         programs = try CalicoObject.programs(obj, v4: "calico_stage_v4", v6: "calico_stage_v6", path: path)
@@ -52,14 +56,7 @@ final class CalicoStager {
 
     /// Runs the family's program over slots 0..<count; the results are in the slots.
     func run(v6: Bool, count: Int) throws(CtctlError) {
-        guard count > 0 else { return }
-        let what = "ctctl's compare-and-delete for Calico's maps"
-        control.pointer.pointee = ctctl_stage_ctx(
-            op: CTCTL_STAGE_OP_DELETE.rawValue, count: UInt32(count), done: 0, deleted: 0)
-        let retval = try CalicoObject.run(programs[v6]!, doing: what, path: path)
-        let done = control.pointer.pointee.done
-        guard retval == 0, done == UInt32(count) else {
-            throw CtctlError(.software, "\(what) processed \(done) of \(count) entries (returned \(retval))")
-        }
+        _ = try runStageProgram(
+            programs[v6]!, count: count, what: "ctctl's compare-and-delete for Calico's maps", path: path)
     }
 }

@@ -22,6 +22,8 @@ final class CalicoWatcher {
     private let control: CalicoObject.Mapped<ctctl_calico_watch>
     private let families: [CalicoFamily]
     /// The frame each run is given: a TC program needs one; this one reads none of it.
+    private static let frame = [UInt8](repeating: 0, count: 64)
+
     /// What the last full read saw: the tries' sizes, and the digests of its keys then.
     private var sizes: [UInt64]? = nil
     private var feDigests: [UInt64] = []
@@ -48,7 +50,17 @@ final class CalicoWatcher {
             for name in ["calico_stage_v4", "calico_stage_v6"] {
                 if let p = bpf_object__find_program_by_name(obj, name) { bpf_program__set_autoload(p, false) }
             }
-            try CalicoObject.reuse(obj, path: path, dp.families) { [("fe", $0.frontends), ("be", $0.backends)] }
+            for f in dp.families {
+                let v = f.format.v6 ? "v6" : "v4"
+                for (name, map) in [("fe_" + v, f.frontends), ("be_" + v, f.backends)] {
+                    guard let m = bpf_object__find_map_by_name(obj, name) else {
+                        throw CtctlError(
+                            .badLayout, "\(path) is not ctctl's Calico object (no \(name)): rebuild it with this ctctl")
+                    }
+                    let r = bpf_map__reuse_fd(m, map.fd)
+                    if r != 0 { throw CtctlError.from(Errno(-r), doing: "using", path: map.path) }
+                }
+            }
             let r = bpf_object__load(obj)
             if r != 0 {
                 throw CtctlError(
@@ -125,8 +137,18 @@ final class CalicoWatcher {
             let v6 = f.format.v6
             let c = control.pointer + (v6 ? 1 : 0)
             c.pointee.want_be = backends ? 1 : 0
-            let retval = try CalicoObject.run(
-                programs[v6]!, doing: "ctctl's watch of Calico's services over", path: f.frontends.path)
+            var retval: UInt32 = 0
+            var duration: UInt32 = 0
+            do throws(Errno) {
+                try Errno.bpf {
+                    CalicoWatcher.frame.withUnsafeBytes {
+                        CLibBPF_prog_test_run(
+                            programs[v6]!, $0.baseAddress, UInt32($0.count), nil, nil, nil, 0, 1, &retval, &duration)
+                    }
+                }
+            } catch {
+                throw CtctlError.from(error, doing: "running ctctl's watch of Calico's services over", path: f.frontends.path)
+            }
             guard retval == 0 else {
                 throw CtctlError(.software, "ctctl's watch of Calico's services refused its staged ranges (returned \(retval))")
             }
