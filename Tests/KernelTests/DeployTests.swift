@@ -88,6 +88,14 @@ struct DeployTests {
             #expect(bpf.status == 0, "\(bpf.err)")
             #expect(bpf.err.contains("BTF not checked"), "\(bpf.err)")
             #expect(try lab.packet("udp", n.stuck, n.vip).nat == "dnat", "healed with CAP_BPF alone")
+            // the watching heal: its in-kernel watch is a TC program (CAP_NET_ADMIN); without
+            // it, heal reads the services in full every poll and says why
+            let watching = try runCommand(
+                ["/usr/bin/timeout", "-s", "INT", "2"] + DeployTests.limited("+bpf") + [
+                    ctctlBinary(), "heal", "--interval", "3600s", "--layout", "calico", "--pin-dir", lab.pins.path,
+                ])
+            #expect(watching.err.contains("watching Calico's services by reading them in full every poll"), "\(watching.err)")
+            #expect(watching.err.contains("needs CAP_NET_ADMIN as well as CAP_BPF"), "\(watching.err)")
         }
     }
 }

@@ -63,8 +63,15 @@ final class CalicoWatcher {
             }
             let r = bpf_object__load(obj)
             if r != 0 {
-                throw CtctlError(
-                    .software, "the kernel refused ctctl's watch of Calico's services (\(Errno(-r))): \(Loader.libbpfLogTail())")
+                let e = Errno(-r)
+                let log = Loader.libbpfLogTail()
+                if e.isPermission && !log.contains("PROG LOAD LOG") {
+                    // a TC program: the kernel wants CAP_NET_ADMIN besides CAP_BPF to load one
+                    throw CtctlError(
+                        .noPermission,
+                        "loading ctctl's watch of Calico's services (a TC program) needs CAP_NET_ADMIN as well as CAP_BPF (\(e))")
+                }
+                throw CtctlError(.software, "the kernel refused ctctl's watch of Calico's services (\(e)): \(log)")
             }
         }
         var ok = false
