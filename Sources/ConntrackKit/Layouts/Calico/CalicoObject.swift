@@ -28,6 +28,17 @@ enum CalicoObject {
         return (obj, path)
     }
 
+    /// Loads the object; a refusal names `what`, and a permission refusal (not the verifier's)
+    /// says `denied`.
+    static func load(_ obj: OpaquePointer, what: String, denied: String) throws(CtctlError) {
+        let r = bpf_object__load(obj)
+        guard r != 0 else { return }
+        let e = Errno(-r)
+        let log = Loader.libbpfLogTail()
+        if e.isPermission && !log.contains("PROG LOAD LOG") { throw CtctlError(.noPermission, denied) }
+        throw CtctlError(.software, "the kernel refused \(what) (\(e)): \(log)")
+    }
+
     /// The fds of a loaded object's two programs of one kind, by family (true: IPv6).
     static func programs(_ obj: OpaquePointer, v4: String, v6: String, path: String) throws(CtctlError) -> [Bool: Int32] {
         var fds: [Bool: Int32] = [:]

@@ -32,16 +32,9 @@ final class CalicoStager {
             for name in ["watch_fe", "watch_be"] {
                 if let m = bpf_object__find_map_by_name(obj, name) { bpf_map__set_max_entries(m, 1) }
             }
-            let r = bpf_object__load(obj)
-            if r != 0 {
-                let e = Errno(-r)
-                let log = Loader.libbpfLogTail()
-                if e.isPermission && !log.contains("PROG LOAD LOG") {
-                    throw CtctlError(
-                        .noPermission, "permission denied loading ctctl's Calico program: \(CtctlError.privilegeHint)")
-                }
-                throw CtctlError(.software, "the kernel refused ctctl's compare-and-delete for Calico's maps (\(e)): \(log)")
-            }
+            try CalicoObject.load(
+                obj, what: "ctctl's compare-and-delete for Calico's maps",
+                denied: "permission denied loading ctctl's Calico program: \(CtctlError.privilegeHint)")
         }
         var ok = false
         defer { if !ok { bpf_object__close(obj) } }

@@ -61,18 +61,10 @@ final class CalicoWatcher {
                     if r != 0 { throw CtctlError.from(Errno(-r), doing: "using", path: map.path) }
                 }
             }
-            let r = bpf_object__load(obj)
-            if r != 0 {
-                let e = Errno(-r)
-                let log = Loader.libbpfLogTail()
-                if e.isPermission && !log.contains("PROG LOAD LOG") {
-                    // a TC program: the kernel wants CAP_NET_ADMIN besides CAP_BPF to load one
-                    throw CtctlError(
-                        .noPermission,
-                        "loading ctctl's watch of Calico's services (a TC program) needs CAP_NET_ADMIN as well as CAP_BPF (\(e))")
-                }
-                throw CtctlError(.software, "the kernel refused ctctl's watch of Calico's services (\(e)): \(log)")
-            }
+            // TC programs: the kernel wants CAP_NET_ADMIN besides CAP_BPF to load them
+            try CalicoObject.load(
+                obj, what: "ctctl's watch of Calico's services",
+                denied: "loading ctctl's watch of Calico's services (a TC program) needs CAP_NET_ADMIN as well as CAP_BPF")
         }
         var ok = false
         defer { if !ok { bpf_object__close(obj) } }
